@@ -1,0 +1,1 @@
+"""Temporal activities: one class per outside system, its client passed in."""

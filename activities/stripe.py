@@ -1,0 +1,357 @@
+"""How we talk to Stripe: one activity per API call, over the official SDK's async methods."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.payloads import (
+    AttachPaymentMethod,
+    CancelSubscription,
+    Card,
+    ChangeSubscription,
+    ChargeInfo,
+    CreateSubscription,
+    CustomerRef,
+    DateRange,
+    DetachPaymentMethod,
+    EnsureCustomer,
+    InvoiceState,
+    PayInvoice,
+    PaymentMethodInfo,
+    ReportUsage,
+    ResumeSubscription,
+    SetDefaultPaymentMethod,
+    SubscriptionState,
+    UsageReported,
+)
+from core.settings import Settings
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    """The one StripeClient of a process, pointed at Stripe or at the local emulator."""
+    return stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        base_addresses={"api": settings.stripe_api_base, "meter_events": settings.stripe_api_base},
+        max_network_retries=settings.stripe_max_network_retries,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+def _ts(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _id(value: Any) -> str | None:
+    """An expandable field's id, whether or not it came back expanded."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value.id)
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Turn Stripe's business errors into typed, non-retryable failures.
+
+    Declines and invalid requests will fail the same way on every retry, so they end the
+    activity at once and the workflow decides (dunning, a 4xx to the caller). Rate limits,
+    connection errors and 5xx are left as they are: Temporal's retry policy backs off.
+    """
+    try:
+        yield
+    except stripe.CardError as err:
+        raise _business_error("CardDeclined", err) from err
+    except stripe.IdempotencyError as err:
+        raise _business_error("IdempotencyConflict", err) from err
+    except stripe.InvalidRequestError as err:
+        raise _business_error("InvalidRequest", err) from err
+
+
+def _business_error(kind: str, err: stripe.StripeError) -> ApplicationError:
+    error = err.error
+    details = {
+        "code": err.code,
+        "decline_code": getattr(error, "decline_code", None) if error else None,
+        "param": getattr(error, "param", None) if error else None,
+        "http_status": err.http_status,
+        "request_id": err.request_id,
+    }
+    return ApplicationError(err.user_message or str(err), details, type=kind, non_retryable=True)
+
+
+def _key(key: str) -> dict[str, str]:
+    return {"idempotency_key": key}
+
+
+class StripeActivities:
+    """Every Stripe call the lifecycle makes."""
+
+    def __init__(self, client: stripe.StripeClient, settings: Settings) -> None:
+        self._stripe = client.v1
+        self._settings = settings
+
+    # --- customers and payment methods -----------------------------------------------------
+
+    @activity.defn(name="stripe.ensure_customer")
+    async def ensure_customer(self, req: EnsureCustomer) -> CustomerRef:
+        """Find the customer for a user by metadata.user_id, or create it."""
+        async with _translated():
+            # Customer.list cannot filter on metadata; search can. Search is eventually
+            # consistent, so a just-created customer may be missed: the idempotency key
+            # then returns that same customer instead of a second one.
+            found = await self._stripe.customers.search_async(
+                {"query": f"metadata['user_id']:'{_quote(req.user_id)}'", "limit": 1}
+            )
+            if found.data:
+                customer = found.data[0]
+            else:
+                params: dict[str, Any] = {"email": req.email, "metadata": {"user_id": req.user_id}}
+                if req.name:
+                    params["name"] = req.name
+                customer = await self._stripe.customers.create_async(
+                    params,
+                    _key(req.idempotency_key),  # type: ignore[arg-type]
+                )
+        return CustomerRef(id=customer.id, user_id=req.user_id, email=customer.email)
+
+    @activity.defn(name="stripe.attach_payment_method")
+    async def attach_payment_method(self, req: AttachPaymentMethod) -> PaymentMethodInfo:
+        """Attach a payment method to the customer."""
+        async with _translated():
+            pm = await self._stripe.payment_methods.attach_async(
+                req.payment_method_id, {"customer": req.customer_id}, _key(req.idempotency_key)
+            )
+        return _payment_method(pm)
+
+    @activity.defn(name="stripe.detach_payment_method")
+    async def detach_payment_method(self, req: DetachPaymentMethod) -> PaymentMethodInfo:
+        """Detach a payment method from its customer."""
+        async with _translated():
+            pm = await self._stripe.payment_methods.detach_async(
+                req.payment_method_id, None, _key(req.idempotency_key)
+            )
+        return _payment_method(pm)
+
+    @activity.defn(name="stripe.set_default_payment_method")
+    async def set_default_payment_method(self, req: SetDefaultPaymentMethod) -> None:
+        """Make a payment method the customer's (and the subscription's) default."""
+        async with _translated():
+            await self._stripe.customers.update_async(
+                req.customer_id,
+                {"invoice_settings": {"default_payment_method": req.payment_method_id}},
+                _key(f"{req.idempotency_key}:customer"),
+            )
+            if req.subscription_id:
+                await self._stripe.subscriptions.update_async(
+                    req.subscription_id,
+                    {"default_payment_method": req.payment_method_id},
+                    _key(f"{req.idempotency_key}:subscription"),
+                )
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    @activity.defn(name="stripe.create_subscription")
+    async def create_subscription(self, req: CreateSubscription) -> SubscriptionState:
+        """Create the subscription on the plan's price, with an optional trial."""
+        params: dict[str, Any] = {
+            "customer": req.customer_id,
+            "items": [{"price": self._settings.price_id(req.plan, req.interval)}],
+            "metadata": {"user_id": req.user_id, "plan": req.plan, "interval": req.interval},
+            # A first invoice that cannot be paid leaves the subscription `incomplete`
+            # instead of failing the call: the workflow's dunning takes it from there.
+            "payment_behavior": "allow_incomplete",
+            "off_session": True,
+        }
+        if req.trial_days:
+            params["trial_period_days"] = req.trial_days
+        if req.payment_method_id:
+            params["default_payment_method"] = req.payment_method_id
+        async with _translated():
+            sub = await self._stripe.subscriptions.create_async(
+                params,  # type: ignore[arg-type]
+                _key(req.idempotency_key),
+            )
+        return self._subscription(sub)
+
+    @activity.defn(name="stripe.change_subscription")
+    async def change_subscription(self, req: ChangeSubscription) -> SubscriptionState:
+        """Move the subscription's one item to another plan or interval."""
+        async with _translated():
+            current = await self._stripe.subscriptions.retrieve_async(req.subscription_id)
+            item = current["items"].data[0]
+            sub = await self._stripe.subscriptions.update_async(
+                req.subscription_id,
+                {
+                    "items": [
+                        {"id": item.id, "price": self._settings.price_id(req.plan, req.interval)}
+                    ],
+                    "proration_behavior": req.proration_behavior.value,
+                    "metadata": {"plan": req.plan, "interval": req.interval},
+                },
+                _key(req.idempotency_key),
+            )
+        return self._subscription(sub)
+
+    @activity.defn(name="stripe.cancel_subscription")
+    async def cancel_subscription(self, req: CancelSubscription) -> SubscriptionState:
+        """Cancel now, or schedule the cancel for the end of the period."""
+        async with _translated():
+            if req.at_period_end:
+                sub = await self._stripe.subscriptions.update_async(
+                    req.subscription_id, {"cancel_at_period_end": True}, _key(req.idempotency_key)
+                )
+            else:
+                sub = await self._stripe.subscriptions.cancel_async(
+                    req.subscription_id, None, _key(req.idempotency_key)
+                )
+        return self._subscription(sub)
+
+    @activity.defn(name="stripe.resume_subscription")
+    async def resume_subscription(self, req: ResumeSubscription) -> SubscriptionState:
+        """Undo a cancel scheduled for the end of the period."""
+        async with _translated():
+            sub = await self._stripe.subscriptions.update_async(
+                req.subscription_id, {"cancel_at_period_end": False}, _key(req.idempotency_key)
+            )
+        return self._subscription(sub)
+
+    @activity.defn(name="stripe.get_subscription")
+    async def get_subscription(self, subscription_id: str) -> SubscriptionState:
+        """Re-read a subscription (webhooks arrive late and out of order)."""
+        async with _translated():
+            sub = await self._stripe.subscriptions.retrieve_async(subscription_id)
+        return self._subscription(sub)
+
+    # --- invoices ----------------------------------------------------------------------------
+
+    @activity.defn(name="stripe.get_invoice")
+    async def get_invoice(self, invoice_id: str) -> InvoiceState:
+        """Re-read an invoice."""
+        async with _translated():
+            inv = await self._stripe.invoices.retrieve_async(invoice_id)
+        return _invoice(inv)
+
+    @activity.defn(name="stripe.pay_invoice")
+    async def pay_invoice(self, req: PayInvoice) -> InvoiceState:
+        """Attempt payment of an open invoice; a decline fails with `CardDeclined`."""
+        async with _translated():
+            inv = await self._stripe.invoices.pay_async(
+                req.invoice_id, {"off_session": True}, _key(req.idempotency_key)
+            )
+        return _invoice(inv)
+
+    @activity.defn(name="stripe.list_paid_invoices")
+    async def list_paid_invoices(self, req: DateRange) -> list[InvoiceState]:
+        """Every paid invoice created in the range, all pages."""
+        params: dict[str, Any] = {"status": "paid", "created": _created(req), "limit": 100}
+        async with _translated():
+            page = await self._stripe.invoices.list_async(params)  # type: ignore[arg-type]
+            return [_invoice(inv) async for inv in page.auto_paging_iter()]
+
+    @activity.defn(name="stripe.list_charges")
+    async def list_charges(self, req: DateRange) -> list[ChargeInfo]:
+        """Every charge created in the range (succeeded, failed, refunded), all pages."""
+        params: dict[str, Any] = {"created": _created(req), "limit": 100}
+        async with _translated():
+            page = await self._stripe.charges.list_async(params)  # type: ignore[arg-type]
+            return [
+                ChargeInfo(
+                    id=ch.id,
+                    customer_id=_id(ch.customer),
+                    amount=ch.amount,
+                    amount_refunded=ch.amount_refunded,
+                    currency=ch.currency,
+                    status=ch.status,
+                    created=datetime.fromtimestamp(ch.created, UTC),
+                    failure_code=ch.failure_code,
+                )
+                async for ch in page.auto_paging_iter()
+            ]
+
+    # --- usage -------------------------------------------------------------------------------
+
+    @activity.defn(name="stripe.report_usage")
+    async def report_usage(self, req: ReportUsage) -> UsageReported:
+        """Send usage as billing meter events; each identifier counts once at Stripe."""
+        for event in req.events:
+            activity.heartbeat(event.identifier)
+            async with _translated():
+                await self._stripe.billing.meter_events.create_async(
+                    {
+                        "event_name": event.event_name,
+                        "identifier": event.identifier,
+                        "timestamp": int(event.timestamp.timestamp()),
+                        "payload": {
+                            "stripe_customer_id": event.customer_id,
+                            "value": str(event.value),
+                        },
+                    },
+                    _key(f"meter-event:{event.identifier}"),
+                )
+        return UsageReported(sent=len(req.events))
+
+    def _subscription(self, sub: stripe.Subscription) -> SubscriptionState:
+        # Current API versions keep the period on the subscription's items.
+        item = sub["items"].data[0]
+        known = self._settings.plan_for_price(item.price.id)
+        return SubscriptionState(
+            id=sub.id,
+            customer_id=_id(sub.customer) or "",
+            status=sub.status,
+            price_id=item.price.id,
+            plan=known[0] if known else None,
+            interval=known[1] if known else None,
+            cancel_at_period_end=sub.cancel_at_period_end,
+            current_period_start=_ts(item.current_period_start),
+            current_period_end=_ts(item.current_period_end),
+            trial_end=_ts(sub.trial_end),
+            canceled_at=_ts(sub.canceled_at),
+            default_payment_method=_id(sub.default_payment_method),
+            latest_invoice_id=_id(sub.latest_invoice),
+        )
+
+
+def _payment_method(pm: stripe.PaymentMethod) -> PaymentMethodInfo:
+    card = pm.card
+    return PaymentMethodInfo(
+        id=pm.id,
+        type=pm.type,
+        card=Card(
+            brand=card.brand, last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year
+        )
+        if card
+        else None,
+    )
+
+
+def _invoice(inv: stripe.Invoice) -> InvoiceState:
+    parent = inv.parent
+    details = parent.subscription_details if parent else None
+    return InvoiceState(
+        id=inv.id or "",
+        customer_id=_id(inv.customer),
+        subscription_id=_id(details.subscription) if details else None,
+        status=inv.status,
+        amount_due=inv.amount_due,
+        amount_paid=inv.amount_paid,
+        currency=inv.currency,
+        attempt_count=inv.attempt_count,
+        billing_reason=inv.billing_reason,
+        created=datetime.fromtimestamp(inv.created, UTC),
+        next_payment_attempt=_ts(inv.next_payment_attempt),
+    )
+
+
+def _created(req: DateRange) -> dict[str, int]:
+    return {"gte": int(req.start.timestamp()), "lte": int(req.end.timestamp())}
+
+
+def _quote(value: str) -> str:
+    """Escape a value for Stripe's search query language."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,173 @@
+"""Wire payloads: what goes into Temporal history. Evolve only by adding fields with defaults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Plan(StrEnum):
+    STARTER = "starter"
+    PRO = "pro"
+    ENTERPRISE = "enterprise"
+
+
+class Interval(StrEnum):
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+
+
+class ProrationBehavior(StrEnum):
+    CREATE_PRORATIONS = "create_prorations"
+    ALWAYS_INVOICE = "always_invoice"
+    NONE = "none"
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Idempotent(Payload):
+    """A Stripe write; the key is derived by the caller from the workflow and the step."""
+
+    idempotency_key: str
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+class EnsureCustomer(Idempotent):
+    user_id: str
+    email: str
+    name: str | None = None
+
+
+class AttachPaymentMethod(Idempotent):
+    customer_id: str
+    payment_method_id: str
+
+
+class DetachPaymentMethod(Idempotent):
+    payment_method_id: str
+
+
+class SetDefaultPaymentMethod(Idempotent):
+    customer_id: str
+    payment_method_id: str
+    subscription_id: str | None = None
+
+
+class CreateSubscription(Idempotent):
+    customer_id: str
+    user_id: str
+    plan: Plan
+    interval: Interval = Interval.MONTHLY
+    trial_days: int = 0
+    payment_method_id: str | None = None
+
+
+class ChangeSubscription(Idempotent):
+    subscription_id: str
+    plan: Plan
+    interval: Interval
+    proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+
+
+class CancelSubscription(Idempotent):
+    subscription_id: str
+    at_period_end: bool
+
+
+class ResumeSubscription(Idempotent):
+    subscription_id: str
+
+
+class PayInvoice(Idempotent):
+    invoice_id: str
+
+
+class MeterEvent(Payload):
+    event_name: str
+    customer_id: str
+    value: int
+    timestamp: datetime
+    # Stripe dedupes meter events on this; it doubles as the request's idempotency key.
+    identifier: str
+
+
+class ReportUsage(Payload):
+    events: list[MeterEvent]
+
+
+class DateRange(Payload):
+    start: datetime
+    end: datetime
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+class CustomerRef(Payload):
+    id: str
+    user_id: str
+    email: str | None = None
+
+
+class Card(Payload):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class PaymentMethodInfo(Payload):
+    id: str
+    type: str
+    card: Card | None = None
+
+
+class SubscriptionState(Payload):
+    id: str
+    customer_id: str
+    status: str
+    price_id: str
+    plan: Plan | None = None
+    interval: Interval | None = None
+    cancel_at_period_end: bool = False
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    trial_end: datetime | None = None
+    canceled_at: datetime | None = None
+    default_payment_method: str | None = None
+    latest_invoice_id: str | None = None
+
+
+class InvoiceState(Payload):
+    id: str
+    customer_id: str | None
+    subscription_id: str | None
+    status: str | None
+    amount_due: int
+    amount_paid: int
+    currency: str
+    attempt_count: int
+    billing_reason: str | None = None
+    created: datetime
+    next_payment_attempt: datetime | None = None
+
+
+class ChargeInfo(Payload):
+    id: str
+    customer_id: str | None
+    amount: int
+    amount_refunded: int
+    currency: str
+    status: str
+    created: datetime
+    failure_code: str | None = None
+
+
+class UsageReported(Payload):
+    sent: int

@@ -1,0 +1,72 @@
+"""`python -m emulator serve` runs the local Stripe; `python -m emulator seed` fills the catalog."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from activities.stripe import stripe_client
+from core.logging import configure_logging
+from core.settings import get_settings
+
+
+def build(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from emulator.app import Emulator
+    from emulator.billing import Account
+    from emulator.webhooks import Dispatcher
+
+    account = Account(Path(args.state_file) if args.state_file else None)
+    dispatcher = Dispatcher(
+        account, retry_base_seconds=args.webhook_retry_base, max_attempts=args.webhook_attempts
+    )
+    emulator = Emulator(account, dispatcher, api_key=args.api_key)
+    if args.webhook_url:
+        existing = [
+            o
+            for o in account.objects.values()
+            if o["object"] == "webhook_endpoint"
+            and o["url"] == args.webhook_url
+            and not o.get("deleted")
+        ]
+        if not existing:
+            account.create_webhook_endpoint(
+                {"url": args.webhook_url, "enabled_events": ["*"]}, secret=args.webhook_secret
+            )
+    return emulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stripe-emulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the emulator")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=12111)
+    serve.add_argument("--api-key", default=None, help="accept only this sk_test_ key")
+    serve.add_argument("--state-file", default=None, help="keep state in this JSON file")
+    serve.add_argument("--webhook-url", default=None, help="deliver every event to this URL")
+    serve.add_argument("--webhook-secret", default=None, help="signing secret for --webhook-url")
+    serve.add_argument("--webhook-retry-base", type=float, default=1.0, help="first retry delay, s")
+    serve.add_argument("--webhook-attempts", type=int, default=8)
+    sub.add_parser("seed", help="create the SalesFlow catalog and print its settings")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(settings)
+    if args.command == "serve":
+        uvicorn.run(build(args).app, host=args.host, port=args.port, log_level="warning")
+    else:
+        from emulator.seed import seed
+
+        env = asyncio.run(seed(stripe_client(settings)))
+        for name, value in env.items():
+            sys.stdout.write(f"{name}={value}\n")
+        logging.getLogger("emulator").info("catalog ready at %s", settings.stripe_api_base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Shared fixtures: the Stripe emulator as a real process, settings and SDK client pointed at it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import stripe
+
+from activities.stripe import stripe_client
+from core.settings import Settings
+from emulator.seed import seed
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk_test_salesflow_tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> Iterator[str]:
+    """`python -m emulator serve` on a free port, as its own process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "serve", "--port", str(port), "--api-key", API_KEY,
+         "--webhook-retry-base", "0.2", "--webhook-attempts", "4"],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+async def settings(emulator_url: str) -> Settings:
+    """Settings pointed at the emulator, with the catalog seeded there."""
+    base = Settings(_env_file=None, stripe_api_key=API_KEY, stripe_api_base=emulator_url)  # type: ignore[call-arg]
+    prices = await seed(stripe_client(base))
+    return base.model_copy(update={name.lower(): value for name, value in prices.items()})
+
+
+@pytest.fixture(scope="session")
+def stripe_sdk(settings: Settings) -> stripe.StripeClient:
+    return stripe_client(settings)
+
+
+@pytest.fixture
+async def emulator(emulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The emulator's own controls (faults, request log); faults are cleared after each test."""
+    async with httpx.AsyncClient(base_url=emulator_url) as client:
+        yield client
+        await client.delete("/_emulator/faults")
+
+
+async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Poll an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s: last result {result!r}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,303 @@
+"""The emulator behaves like Stripe test mode, seen through the official SDK over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from core.settings import Settings
+from emulator.billing import Account, add_interval
+from tests.conftest import API_KEY, eventually, free_port
+
+DAY = 86_400
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+async def clock_customer(sdk: stripe.StripeClient, pm: str | None = "pm_card_visa") -> tuple[str, str]:
+    """A test clock and a customer on it, with `pm` attached as the default."""
+    clock = await sdk.v1.test_helpers.test_clocks.create_async({"frozen_time": T0})
+    customer = await sdk.v1.customers.create_async(
+        {"email": "c@example.com", "test_clock": clock.id, "metadata": {"user_id": "u-clock"}}
+    )
+    if pm:
+        attached = await sdk.v1.payment_methods.attach_async(pm, {"customer": customer.id})
+        await sdk.v1.customers.update_async(
+            customer.id, {"invoice_settings": {"default_payment_method": attached.id}}
+        )
+    return clock.id, customer.id
+
+
+async def advance(sdk: stripe.StripeClient, clock_id: str, to: int) -> None:
+    """Advance and wait until the clock is ready, as a client of real Stripe must."""
+    await sdk.v1.test_helpers.test_clocks.advance_async(clock_id, {"frozen_time": to})
+
+    async def ready() -> bool:
+        clock = await sdk.v1.test_helpers.test_clocks.retrieve_async(clock_id)
+        return clock.status == "ready"
+
+    await eventually(ready)
+
+
+async def test_requests_without_a_valid_test_key_are_refused(emulator_url: str) -> None:
+    for key in ("sk_live_nope", "sk_test_wrong"):
+        client = stripe.StripeClient(key, base_addresses={"api": emulator_url}, http_client=stripe.HTTPXClient())
+        with pytest.raises(stripe.AuthenticationError) as err:
+            await client.v1.customers.list_async()
+        assert err.value.http_status == 401
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{emulator_url}/v1/customers")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "API key" in response.json()["error"]["message"]
+
+
+async def test_unknown_parameter_is_rejected_by_name(stripe_sdk: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await stripe_sdk.v1.customers.create_async({"email": "a@b.c", "colour": "red"})  # type: ignore[typeddict-unknown-key]
+    assert err.value.http_status == 400
+    assert err.value.param == "colour"
+    assert err.value.code == "parameter_unknown"
+    with pytest.raises(stripe.InvalidRequestError) as nested:
+        await stripe_sdk.v1.subscriptions.create_async(
+            {"customer": "cus_x", "items": [{"price": "p", "colour": "red"}]}  # type: ignore[typeddict-unknown-key]
+        )
+    assert nested.value.param == "items[0][colour]"
+
+
+async def test_missing_object_is_a_404_resource_missing(stripe_sdk: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await stripe_sdk.v1.customers.retrieve_async("cus_doesnotexist")
+    assert err.value.http_status == 404
+    assert err.value.code == "resource_missing"
+
+
+async def test_idempotency_keys_replay_and_conflict(
+    stripe_sdk: stripe.StripeClient, emulator: httpx.AsyncClient
+) -> None:
+    first = await stripe_sdk.v1.customers.create_async({"email": "i@example.com"}, {"idempotency_key": "idem-1"})
+    again = await stripe_sdk.v1.customers.create_async({"email": "i@example.com"}, {"idempotency_key": "idem-1"})
+    assert again.id == first.id
+    log = (await emulator.get("/_emulator/requests")).json()
+    assert [r["replayed"] for r in log if r["idempotency_key"] == "idem-1"] == [False, True]
+    with pytest.raises(stripe.IdempotencyError) as err:
+        await stripe_sdk.v1.customers.create_async({"email": "other@example.com"}, {"idempotency_key": "idem-1"})
+    assert err.value.http_status == 400
+    assert "same parameters" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("token", "decline_code"),
+    [("pm_card_visa_chargeDeclined", "generic_decline"),
+     ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds")],
+)
+async def test_declined_test_cards_cannot_be_attached(
+    stripe_sdk: stripe.StripeClient, token: str, decline_code: str
+) -> None:
+    customer = await stripe_sdk.v1.customers.create_async({"email": "d@example.com"})
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.payment_methods.attach_async(token, {"customer": customer.id})
+    assert err.value.http_status == 402
+    assert err.value.code == "card_declined"
+    assert err.value.error is not None and err.value.error.decline_code == decline_code
+
+
+async def test_test_cards_attach_as_new_payment_methods(stripe_sdk: stripe.StripeClient) -> None:
+    customer = await stripe_sdk.v1.customers.create_async({"email": "v@example.com"})
+    visa = await stripe_sdk.v1.payment_methods.attach_async("pm_card_visa", {"customer": customer.id})
+    master = await stripe_sdk.v1.payment_methods.attach_async("pm_card_mastercard", {"customer": customer.id})
+    assert visa.id.startswith("pm_") and visa.id != "pm_card_visa"
+    assert (visa.card and visa.card.brand, visa.card and visa.card.last4) == ("visa", "4242")
+    assert (master.card and master.card.brand, master.card and master.card.last4) == ("mastercard", "4444")
+    listed = await stripe_sdk.v1.customers.payment_methods.list_async(customer.id)
+    assert {pm.id for pm in listed.data} == {visa.id, master.id}
+
+
+async def test_charge_customer_fail_leaves_first_invoice_open_and_subscription_incomplete(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    customer = await stripe_sdk.v1.customers.create_async({"email": "f@example.com"})
+    pm = await stripe_sdk.v1.payment_methods.attach_async("pm_card_chargeCustomerFail", {"customer": customer.id})
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer.id, "items": [{"price": settings.stripe_price_pro_monthly}],
+         "default_payment_method": pm.id, "payment_behavior": "allow_incomplete"}
+    )
+    assert sub.status == "incomplete"
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert (invoice.status, invoice.attempt_count, invoice.amount_due) == ("open", 1, 9_900)
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.invoices.pay_async(invoice.id or "")
+    assert err.value.code == "card_declined"
+    visa = await stripe_sdk.v1.payment_methods.attach_async("pm_card_visa", {"customer": customer.id})
+    paid = await stripe_sdk.v1.invoices.pay_async(invoice.id or "", {"payment_method": visa.id})
+    assert (paid.status, paid.attempt_count, paid.amount_paid) == ("paid", 3, 9_900)
+    assert (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)).status == "active"
+    charges = await stripe_sdk.v1.charges.list_async({"customer": customer.id})
+    assert [c.status for c in charges.data] == ["succeeded", "failed", "failed"]
+
+
+async def test_test_clock_moves_a_trial_to_active_and_a_failed_renewal_to_past_due(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}], "trial_period_days": 14}
+    )
+    assert sub.status == "trialing" and sub.trial_end == T0 + 14 * DAY
+    assert sub["items"].data[0].current_period_end == T0 + 14 * DAY
+
+    await advance(stripe_sdk, clock, T0 + 15 * DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
+    assert sub.status == "active"
+    item = sub["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (T0 + 14 * DAY, add_interval(T0 + 14 * DAY, "month"))
+    first = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert (first.status, first.amount_paid, first.billing_reason) == ("paid", 2_900, "subscription_cycle")
+
+    # The card starts failing; the next renewal cannot be paid.
+    failing = await stripe_sdk.v1.payment_methods.attach_async("pm_card_chargeCustomerFail", {"customer": customer})
+    await stripe_sdk.v1.customers.update_async(customer, {"invoice_settings": {"default_payment_method": failing.id}})
+    await advance(stripe_sdk, clock, item.current_period_end + DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
+    assert sub.status == "past_due"
+    renewal = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert (renewal.status, renewal.attempt_count, renewal.billing_reason) == ("open", 1, "subscription_cycle")
+    events = await stripe_sdk.v1.events.list_async({"type": "customer.subscription.trial_will_end", "limit": 100})
+    assert any(e.data.object["id"] == sub.id for e in events.data)
+    failed = await stripe_sdk.v1.events.list_async({"type": "invoice.payment_failed", "limit": 100})
+    assert any(e.data.object["id"] == renewal.id for e in failed.data)
+
+
+async def test_cancel_at_period_end_ends_the_subscription_at_renewal(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_yearly}]}
+    )
+    assert sub.status == "active"
+    sub = await stripe_sdk.v1.subscriptions.update_async(sub.id, {"cancel_at_period_end": True})
+    assert sub.cancel_at_period_end and sub.cancel_at == add_interval(T0, "year")
+    await advance(stripe_sdk, clock, T0 + 400 * DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
+    assert (sub.status, sub.ended_at) == ("canceled", add_interval(T0, "year"))
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_sdk.v1.subscriptions.update_async(sub.id, {"cancel_at_period_end": False})
+
+
+async def test_proration_on_plan_change(stripe_sdk: stripe.StripeClient, settings: Settings) -> None:
+    clock, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    period_end = sub["items"].data[0].current_period_end
+    half = T0 + (period_end - T0) // 2
+    await advance(stripe_sdk, clock, half)
+    changed = await stripe_sdk.v1.subscriptions.update_async(
+        sub.id,
+        {"items": [{"id": sub["items"].data[0].id, "price": settings.stripe_price_pro_monthly}],
+         "proration_behavior": "always_invoice"},
+    )
+    assert changed["items"].data[0].price.id == settings.stripe_price_pro_monthly
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(changed.latest_invoice))
+    assert invoice.billing_reason == "subscription_update"
+    # Half a period left: credit half of 29.00, charge half of 99.00.
+    assert [line.amount for line in invoice.lines.data] == [-1_450, 4_950]
+    assert (invoice.status, invoice.amount_paid) == ("paid", 3_500)
+
+
+async def test_meter_events_count_each_identifier_once(stripe_sdk: stripe.StripeClient) -> None:
+    customer = await stripe_sdk.v1.customers.create_async({"email": "m@example.com"})
+    for identifier, value in (("use-1", 5), ("use-1", 5), ("use-2", 2)):
+        await stripe_sdk.v1.billing.meter_events.create_async(
+            {"event_name": "api_calls", "identifier": identifier,
+             "payload": {"stripe_customer_id": customer.id, "value": str(value)}}
+        )
+    meter = next(m for m in (await stripe_sdk.v1.billing.meters.list_async()).data if m.event_name == "api_calls")
+    summaries = await stripe_sdk.v1.billing.meters.event_summaries.list_async(
+        meter.id, {"customer": customer.id, "start_time": 0, "end_time": 4_000_000_000}
+    )
+    assert summaries.data[0].aggregated_value == 7
+
+
+class Receiver:
+    """A webhook endpoint that verifies with the SDK and fails its first delivery."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.verified: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            event = stripe.Webhook.construct_event(body, request.headers.get("Stripe-Signature"), self.secret)
+        except stripe.SignatureVerificationError:
+            self.statuses.append(400)
+            return Response(status_code=400)
+        status = 500 if not self.statuses else 200
+        self.statuses.append(status)
+        if status == 200:
+            self.verified.append(json.loads(body))
+        assert event.id
+        return Response(status_code=status)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    import asyncio
+
+    handler = Receiver()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/hook", handler.handle, methods=["POST"])]),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield handler, f"http://127.0.0.1:{port}/hook"
+    server.should_exit = True
+    await task
+
+
+async def test_webhooks_are_signed_and_retried(
+    stripe_sdk: stripe.StripeClient, receiver: tuple[Receiver, str], emulator: httpx.AsyncClient
+) -> None:
+    handler, url = receiver
+    endpoint = await stripe_sdk.v1.webhook_endpoints.create_async({"url": url, "enabled_events": ["customer.created"]})
+    assert endpoint.secret and endpoint.secret.startswith("whsec_")
+    handler.secret = endpoint.secret
+    try:
+        customer = await stripe_sdk.v1.customers.create_async({"email": "w@example.com"})
+        received = await eventually(
+            lambda: _async([e for e in handler.verified if e["data"]["object"]["id"] == customer.id])
+        )
+        assert received[0]["type"] == "customer.created"
+        assert handler.statuses[:2] == [500, 200]  # the first delivery failed and was retried
+        log = (await emulator.get("/_emulator/webhook_deliveries")).json()
+        mine = [d for d in log if d["endpoint"] == endpoint.id]
+        assert [(d["attempt"], d["status"]) for d in mine] == [(1, 500), (2, 200)]
+    finally:
+        await stripe_sdk.v1.webhook_endpoints.delete_async(endpoint.id)
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+def test_state_file_survives_a_restart(tmp_path: Any) -> None:
+    path = tmp_path / "stripe.json"
+    account = Account(path)
+    customer = account.create_customer({"email": "s@example.com", "metadata": {"user_id": "u-s"}})
+    account.save()
+    again = Account(path)
+    assert again.get("customer", customer["id"])["metadata"] == {"user_id": "u-s"}
+    assert API_KEY.startswith("sk_test_")
