@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
+from stripe import RequestOptions
+from stripe.params import CustomerCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -85,7 +87,7 @@ def _business_error(kind: str, err: stripe.StripeError) -> ApplicationError:
     return ApplicationError(err.user_message or str(err), details, type=kind, non_retryable=True)
 
 
-def _key(key: str) -> dict[str, str]:
+def _key(key: str) -> RequestOptions:
     return {"idempotency_key": key}
 
 
@@ -111,12 +113,14 @@ class StripeActivities:
             if found.data:
                 customer = found.data[0]
             else:
-                params: dict[str, Any] = {"email": req.email, "metadata": {"user_id": req.user_id}}
+                params: CustomerCreateParams = {
+                    "email": req.email,
+                    "metadata": {"user_id": req.user_id},
+                }
                 if req.name:
                     params["name"] = req.name
                 customer = await self._stripe.customers.create_async(
-                    params,
-                    _key(req.idempotency_key),  # type: ignore[arg-type]
+                    params, _key(req.idempotency_key)
                 )
         return CustomerRef(id=customer.id, user_id=req.user_id, email=customer.email)
 
@@ -207,9 +211,13 @@ class StripeActivities:
                     req.subscription_id, {"cancel_at_period_end": True}, _key(req.idempotency_key)
                 )
             else:
-                sub = await self._stripe.subscriptions.cancel_async(
-                    req.subscription_id, None, _key(req.idempotency_key)
-                )
+                # Stripe ignores idempotency keys on DELETE: a retry after a lost answer
+                # would fail on the canceled subscription, so look before cancelling.
+                sub = await self._stripe.subscriptions.retrieve_async(req.subscription_id)
+                if sub.status not in ("canceled", "incomplete_expired"):
+                    sub = await self._stripe.subscriptions.cancel_async(
+                        req.subscription_id, None, _key(req.idempotency_key)
+                    )
         return self._subscription(sub)
 
     @activity.defn(name="stripe.resume_subscription")

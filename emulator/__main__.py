@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -15,7 +16,7 @@ from core.logging import configure_logging
 from core.settings import get_settings
 
 
-def build(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def build(args: argparse.Namespace) -> Any:
     from emulator.app import Emulator
     from emulator.billing import Account
     from emulator.webhooks import Dispatcher

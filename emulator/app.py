@@ -30,7 +30,7 @@ Handler = Callable[[Account, dict[str, str], Obj], Obj]
 # (method, path, parameter schema in stripe.params, handler)
 ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/v1/products", "product_create", lambda a, _, p: a.create_product(p)),
-    ("GET", "/v1/products", "product_list", lambda a, _, p: a.list("product", p)),
+    ("GET", "/v1/products", "product_list", lambda a, _, p: a.paginate("product", p)),
     ("GET", "/v1/products/{id}", "product_retrieve", lambda a, k, _: a.get("product", k["id"])),
     ("POST", "/v1/prices", "price_create", lambda a, _, p: a.create_price(p)),
     ("GET", "/v1/prices", "price_list", lambda a, _, p: a.list_prices(p)),
@@ -40,7 +40,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/customers",
         "customer_list",
-        lambda a, _, p: a.list(
+        lambda a, _, p: a.paginate(
             "customer",
             p,
             lambda o: (
@@ -92,7 +92,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/subscriptions",
         "subscription_list",
-        lambda a, _, p: a.list(
+        lambda a, _, p: a.paginate(
             "subscription",
             p,
             lambda o: (
@@ -128,7 +128,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/invoices",
         "invoice_list",
-        lambda a, _, p: a.list(
+        lambda a, _, p: a.paginate(
             "invoice",
             p,
             lambda o: (
@@ -145,14 +145,16 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/charges",
         "charge_list",
-        lambda a, _, p: a.list("charge", p, lambda o: p.get("customer") in (None, o["customer"])),
+        lambda a, _, p: a.paginate(
+            "charge", p, lambda o: p.get("customer") in (None, o["customer"])
+        ),
     ),
     ("GET", "/v1/charges/{id}", "charge_retrieve", lambda a, k, _: a.get("charge", k["id"])),
     (
         "GET",
         "/v1/events",
         "event_list",
-        lambda a, _, p: a.list(
+        lambda a, _, p: a.paginate(
             "event",
             p,
             lambda o: (
@@ -172,7 +174,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/test_helpers/test_clocks",
         "test_helpers.test_clock_list",
-        lambda a, _, p: a.list("test_helpers.test_clock", p),
+        lambda a, _, p: a.paginate("test_helpers.test_clock", p),
     ),
     (
         "GET",
@@ -197,7 +199,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/billing/meters",
         "billing.meter_list",
-        lambda a, _, p: a.list(
+        lambda a, _, p: a.paginate(
             "billing.meter", p, lambda o: p.get("status") in (None, o["status"])
         ),
     ),
@@ -229,7 +231,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GET",
         "/v1/webhook_endpoints",
         "webhook_endpoint_list",
-        lambda a, _, p: a.list("webhook_endpoint", p),
+        lambda a, _, p: a.paginate("webhook_endpoint", p),
     ),
     (
         "GET",
@@ -359,14 +361,14 @@ class Emulator:
             seen = self.account.idempotency.get(key)
             if seen is not None:
                 if seen["fingerprint"] != fingerprint:
-                    err = StripeApiError(
+                    conflict = StripeApiError(
                         400,
                         "Keys for idempotent requests can only be used with the same parameters "
                         f"they were first used with. Try using a key other than '{key}' if you "
                         "meant to execute a different request.",
                         type="idempotency_error",
                     )
-                    return err.status, err.response(request_id), False
+                    return conflict.status, conflict.response(request_id), False
                 return seen["status"], seen["body"], True
 
         try:

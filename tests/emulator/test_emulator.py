@@ -23,7 +23,9 @@ DAY = 86_400
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
-async def clock_customer(sdk: stripe.StripeClient, pm: str | None = "pm_card_visa") -> tuple[str, str]:
+async def clock_customer(
+    sdk: stripe.StripeClient, pm: str | None = "pm_card_visa"
+) -> tuple[str, str]:
     """A test clock and a customer on it, with `pm` attached as the default."""
     clock = await sdk.v1.test_helpers.test_clocks.create_async({"frozen_time": T0})
     customer = await sdk.v1.customers.create_async(
@@ -50,7 +52,9 @@ async def advance(sdk: stripe.StripeClient, clock_id: str, to: int) -> None:
 
 async def test_requests_without_a_valid_test_key_are_refused(emulator_url: str) -> None:
     for key in ("sk_live_nope", "sk_test_wrong"):
-        client = stripe.StripeClient(key, base_addresses={"api": emulator_url}, http_client=stripe.HTTPXClient())
+        client = stripe.StripeClient(
+            key, base_addresses={"api": emulator_url}, http_client=stripe.HTTPXClient()
+        )
         with pytest.raises(stripe.AuthenticationError) as err:
             await client.v1.customers.list_async()
         assert err.value.http_status == 401
@@ -84,21 +88,29 @@ async def test_missing_object_is_a_404_resource_missing(stripe_sdk: stripe.Strip
 async def test_idempotency_keys_replay_and_conflict(
     stripe_sdk: stripe.StripeClient, emulator: httpx.AsyncClient
 ) -> None:
-    first = await stripe_sdk.v1.customers.create_async({"email": "i@example.com"}, {"idempotency_key": "idem-1"})
-    again = await stripe_sdk.v1.customers.create_async({"email": "i@example.com"}, {"idempotency_key": "idem-1"})
+    first = await stripe_sdk.v1.customers.create_async(
+        {"email": "i@example.com"}, {"idempotency_key": "idem-1"}
+    )
+    again = await stripe_sdk.v1.customers.create_async(
+        {"email": "i@example.com"}, {"idempotency_key": "idem-1"}
+    )
     assert again.id == first.id
     log = (await emulator.get("/_emulator/requests")).json()
     assert [r["replayed"] for r in log if r["idempotency_key"] == "idem-1"] == [False, True]
     with pytest.raises(stripe.IdempotencyError) as err:
-        await stripe_sdk.v1.customers.create_async({"email": "other@example.com"}, {"idempotency_key": "idem-1"})
+        await stripe_sdk.v1.customers.create_async(
+            {"email": "other@example.com"}, {"idempotency_key": "idem-1"}
+        )
     assert err.value.http_status == 400
     assert "same parameters" in str(err.value)
 
 
 @pytest.mark.parametrize(
     ("token", "decline_code"),
-    [("pm_card_visa_chargeDeclined", "generic_decline"),
-     ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds")],
+    [
+        ("pm_card_visa_chargeDeclined", "generic_decline"),
+        ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+    ],
 )
 async def test_declined_test_cards_cannot_be_attached(
     stripe_sdk: stripe.StripeClient, token: str, decline_code: str
@@ -113,11 +125,18 @@ async def test_declined_test_cards_cannot_be_attached(
 
 async def test_test_cards_attach_as_new_payment_methods(stripe_sdk: stripe.StripeClient) -> None:
     customer = await stripe_sdk.v1.customers.create_async({"email": "v@example.com"})
-    visa = await stripe_sdk.v1.payment_methods.attach_async("pm_card_visa", {"customer": customer.id})
-    master = await stripe_sdk.v1.payment_methods.attach_async("pm_card_mastercard", {"customer": customer.id})
+    visa = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_visa", {"customer": customer.id}
+    )
+    master = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_mastercard", {"customer": customer.id}
+    )
     assert visa.id.startswith("pm_") and visa.id != "pm_card_visa"
     assert (visa.card and visa.card.brand, visa.card and visa.card.last4) == ("visa", "4242")
-    assert (master.card and master.card.brand, master.card and master.card.last4) == ("mastercard", "4444")
+    assert (master.card and master.card.brand, master.card and master.card.last4) == (
+        "mastercard",
+        "4444",
+    )
     listed = await stripe_sdk.v1.customers.payment_methods.list_async(customer.id)
     assert {pm.id for pm in listed.data} == {visa.id, master.id}
 
@@ -126,10 +145,16 @@ async def test_charge_customer_fail_leaves_first_invoice_open_and_subscription_i
     stripe_sdk: stripe.StripeClient, settings: Settings
 ) -> None:
     customer = await stripe_sdk.v1.customers.create_async({"email": "f@example.com"})
-    pm = await stripe_sdk.v1.payment_methods.attach_async("pm_card_chargeCustomerFail", {"customer": customer.id})
+    pm = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_chargeCustomerFail", {"customer": customer.id}
+    )
     sub = await stripe_sdk.v1.subscriptions.create_async(
-        {"customer": customer.id, "items": [{"price": settings.stripe_price_pro_monthly}],
-         "default_payment_method": pm.id, "payment_behavior": "allow_incomplete"}
+        {
+            "customer": customer.id,
+            "items": [{"price": settings.stripe_price_pro_monthly}],
+            "default_payment_method": pm.id,
+            "payment_behavior": "allow_incomplete",
+        }
     )
     assert sub.status == "incomplete"
     invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
@@ -137,7 +162,9 @@ async def test_charge_customer_fail_leaves_first_invoice_open_and_subscription_i
     with pytest.raises(stripe.CardError) as err:
         await stripe_sdk.v1.invoices.pay_async(invoice.id or "")
     assert err.value.code == "card_declined"
-    visa = await stripe_sdk.v1.payment_methods.attach_async("pm_card_visa", {"customer": customer.id})
+    visa = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_visa", {"customer": customer.id}
+    )
     paid = await stripe_sdk.v1.invoices.pay_async(invoice.id or "", {"payment_method": visa.id})
     assert (paid.status, paid.attempt_count, paid.amount_paid) == ("paid", 3, 9_900)
     assert (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)).status == "active"
@@ -150,7 +177,11 @@ async def test_test_clock_moves_a_trial_to_active_and_a_failed_renewal_to_past_d
 ) -> None:
     clock, customer = await clock_customer(stripe_sdk)
     sub = await stripe_sdk.v1.subscriptions.create_async(
-        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}], "trial_period_days": 14}
+        {
+            "customer": customer,
+            "items": [{"price": settings.stripe_price_starter_monthly}],
+            "trial_period_days": 14,
+        }
     )
     assert sub.status == "trialing" and sub.trial_end == T0 + 14 * DAY
     assert sub["items"].data[0].current_period_end == T0 + 14 * DAY
@@ -159,19 +190,36 @@ async def test_test_clock_moves_a_trial_to_active_and_a_failed_renewal_to_past_d
     sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
     assert sub.status == "active"
     item = sub["items"].data[0]
-    assert (item.current_period_start, item.current_period_end) == (T0 + 14 * DAY, add_interval(T0 + 14 * DAY, "month"))
+    assert (item.current_period_start, item.current_period_end) == (
+        T0 + 14 * DAY,
+        add_interval(T0 + 14 * DAY, "month"),
+    )
     first = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
-    assert (first.status, first.amount_paid, first.billing_reason) == ("paid", 2_900, "subscription_cycle")
+    assert (first.status, first.amount_paid, first.billing_reason) == (
+        "paid",
+        2_900,
+        "subscription_cycle",
+    )
 
     # The card starts failing; the next renewal cannot be paid.
-    failing = await stripe_sdk.v1.payment_methods.attach_async("pm_card_chargeCustomerFail", {"customer": customer})
-    await stripe_sdk.v1.customers.update_async(customer, {"invoice_settings": {"default_payment_method": failing.id}})
+    failing = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_chargeCustomerFail", {"customer": customer}
+    )
+    await stripe_sdk.v1.customers.update_async(
+        customer, {"invoice_settings": {"default_payment_method": failing.id}}
+    )
     await advance(stripe_sdk, clock, item.current_period_end + DAY)
     sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
     assert sub.status == "past_due"
     renewal = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
-    assert (renewal.status, renewal.attempt_count, renewal.billing_reason) == ("open", 1, "subscription_cycle")
-    events = await stripe_sdk.v1.events.list_async({"type": "customer.subscription.trial_will_end", "limit": 100})
+    assert (renewal.status, renewal.attempt_count, renewal.billing_reason) == (
+        "open",
+        1,
+        "subscription_cycle",
+    )
+    events = await stripe_sdk.v1.events.list_async(
+        {"type": "customer.subscription.trial_will_end", "limit": 100}
+    )
     assert any(e.data.object["id"] == sub.id for e in events.data)
     failed = await stripe_sdk.v1.events.list_async({"type": "invoice.payment_failed", "limit": 100})
     assert any(e.data.object["id"] == renewal.id for e in failed.data)
@@ -194,7 +242,9 @@ async def test_cancel_at_period_end_ends_the_subscription_at_renewal(
         await stripe_sdk.v1.subscriptions.update_async(sub.id, {"cancel_at_period_end": False})
 
 
-async def test_proration_on_plan_change(stripe_sdk: stripe.StripeClient, settings: Settings) -> None:
+async def test_proration_on_plan_change(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
     clock, customer = await clock_customer(stripe_sdk)
     sub = await stripe_sdk.v1.subscriptions.create_async(
         {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
@@ -204,8 +254,10 @@ async def test_proration_on_plan_change(stripe_sdk: stripe.StripeClient, setting
     await advance(stripe_sdk, clock, half)
     changed = await stripe_sdk.v1.subscriptions.update_async(
         sub.id,
-        {"items": [{"id": sub["items"].data[0].id, "price": settings.stripe_price_pro_monthly}],
-         "proration_behavior": "always_invoice"},
+        {
+            "items": [{"id": sub["items"].data[0].id, "price": settings.stripe_price_pro_monthly}],
+            "proration_behavior": "always_invoice",
+        },
     )
     assert changed["items"].data[0].price.id == settings.stripe_price_pro_monthly
     invoice = await stripe_sdk.v1.invoices.retrieve_async(str(changed.latest_invoice))
@@ -219,10 +271,17 @@ async def test_meter_events_count_each_identifier_once(stripe_sdk: stripe.Stripe
     customer = await stripe_sdk.v1.customers.create_async({"email": "m@example.com"})
     for identifier, value in (("use-1", 5), ("use-1", 5), ("use-2", 2)):
         await stripe_sdk.v1.billing.meter_events.create_async(
-            {"event_name": "api_calls", "identifier": identifier,
-             "payload": {"stripe_customer_id": customer.id, "value": str(value)}}
+            {
+                "event_name": "api_calls",
+                "identifier": identifier,
+                "payload": {"stripe_customer_id": customer.id, "value": str(value)},
+            }
         )
-    meter = next(m for m in (await stripe_sdk.v1.billing.meters.list_async()).data if m.event_name == "api_calls")
+    meter = next(
+        m
+        for m in (await stripe_sdk.v1.billing.meters.list_async()).data
+        if m.event_name == "api_calls"
+    )
     summaries = await stripe_sdk.v1.billing.meters.event_summaries.list_async(
         meter.id, {"customer": customer.id, "start_time": 0, "end_time": 4_000_000_000}
     )
@@ -240,7 +299,9 @@ class Receiver:
     async def handle(self, request: Request) -> Response:
         body = await request.body()
         try:
-            event = stripe.Webhook.construct_event(body, request.headers.get("Stripe-Signature"), self.secret)
+            event = stripe.Webhook.construct_event(
+                body, request.headers.get("Stripe-Signature"), self.secret
+            )
         except stripe.SignatureVerificationError:
             self.statuses.append(400)
             return Response(status_code=400)
@@ -258,8 +319,14 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
     handler = Receiver()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/hook", handler.handle, methods=["POST"])]),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/hook", handler.handle, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -272,13 +339,17 @@ async def test_webhooks_are_signed_and_retried(
     stripe_sdk: stripe.StripeClient, receiver: tuple[Receiver, str], emulator: httpx.AsyncClient
 ) -> None:
     handler, url = receiver
-    endpoint = await stripe_sdk.v1.webhook_endpoints.create_async({"url": url, "enabled_events": ["customer.created"]})
+    endpoint = await stripe_sdk.v1.webhook_endpoints.create_async(
+        {"url": url, "enabled_events": ["customer.created"]}
+    )
     assert endpoint.secret and endpoint.secret.startswith("whsec_")
     handler.secret = endpoint.secret
     try:
         customer = await stripe_sdk.v1.customers.create_async({"email": "w@example.com"})
         received = await eventually(
-            lambda: _async([e for e in handler.verified if e["data"]["object"]["id"] == customer.id])
+            lambda: _async(
+                [e for e in handler.verified if e["data"]["object"]["id"] == customer.id]
+            )
         )
         assert received[0]["type"] == "customer.created"
         assert handler.statuses[:2] == [500, 200]  # the first delivery failed and was retried
