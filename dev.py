@@ -36,9 +36,9 @@ def ensure_venv() -> None:
     stamp.write_text(wanted)
 
 
-def run(cmd: list[str], **kwargs: object) -> None:
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     print("+ " + " ".join(cmd), flush=True)
-    code = subprocess.call(cmd, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
     if code:
         sys.exit(code)
 

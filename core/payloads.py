@@ -171,3 +171,77 @@ class ChargeInfo(Payload):
 
 class UsageReported(Payload):
     sent: int
+
+
+# --- the subscription workflow ---------------------------------------------------------------
+
+
+class Status(StrEnum):
+    """Stripe's names for where a subscription stands."""
+
+    INCOMPLETE = "incomplete"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+
+
+class StripeEventRef(Payload):
+    """What a webhook signal carries: enough to dedupe and to re-read, never the payload."""
+
+    id: str
+    type: str
+    created: datetime
+    object_id: str
+    customer_id: str | None = None
+
+
+class ChangePlan(Payload):
+    plan: Plan | None = None
+    interval: Interval | None = None
+    proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+
+
+class Cancel(Payload):
+    at_period_end: bool = True
+
+
+class SetPaymentMethod(Payload):
+    payment_method_id: str
+
+
+class RemovePaymentMethod(Payload):
+    payment_method_id: str
+
+
+class SubscriptionView(Payload):
+    """The subscription as the HTTP API shows it (API.md)."""
+
+    user_id: str
+    status: Status
+    plan: Plan
+    interval: Interval
+    trial_end: datetime | None = None
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+    failed_payment_attempts: int = 0
+    next_payment_retry_at: datetime | None = None
+    stripe_customer_id: str | None = None
+    stripe_subscription_id: str | None = None
+    workflow_id: str
+
+
+class EmailKind(StrEnum):
+    TRIAL_ENDING = "trial_ending"
+    RECEIPT = "receipt"
+    PAYMENT_FAILED = "payment_failed"
+    FINAL_NOTICE = "final_notice"
+    CANCELED = "canceled"
+
+
+class Email(Payload):
+    kind: EmailKind
+    to: str
+    # The same key on every retry: a retried activity does not mail twice.
+    idempotency_key: str
+    context: dict[str, str] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -38,6 +40,26 @@ class Settings(BaseSettings):
         default_factory=lambda: {"leads_generated": "leads_generated", "api_calls": "api_calls"}
     )
 
+    # Dunning: delays between payment retries, failures before cancelling, trial reminder lead.
+    # Durations are `<number><s|m|h|d>`; a demo can run the whole policy in seconds.
+    dunning_retry_delays: Annotated[list[timedelta], NoDecode] = Field(
+        default_factory=lambda: [timedelta(days=3), timedelta(days=5)]
+    )
+    dunning_max_failures: int = Field(default=3, ge=1)
+    dunning_trial_reminder_before: timedelta = timedelta(days=3)
+
+    # Email (SMTP). The embedded default is the local sink the dev stack runs.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "SalesFlow Billing <billing@salesflow.local>"
+
+    # Database: SQLite file by default, PostgreSQL in production (postgresql+psycopg://...).
+    database_url: str = "sqlite+aiosqlite:///./.data/billing.sqlite3"
+
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -54,6 +76,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("dunning_retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [parse_duration(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dunning_trial_reminder_before", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     def price_id(self, plan: Plan, interval: Interval) -> str:
         """The Stripe price id configured for a plan and billing interval."""
@@ -72,6 +106,18 @@ class Settings(BaseSettings):
                 if getattr(self, f"stripe_price_{plan.value}_{interval.value}") == price_id:
                     return plan, interval
         return None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `30s`, `15m`, `12h`, `3d` -> timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 3d)")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
 @lru_cache

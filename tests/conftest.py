@@ -8,16 +8,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 import stripe
+from aiosmtpd.controller import Controller
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.stripe import stripe_client
+from core.db import AsyncSession, create_tables, make_engine, sessions
 from core.settings import Settings
 from emulator.seed import seed
 
@@ -122,3 +129,46 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+class Inbox:
+    """What a real local SMTP server (aiosmtpd) received."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            cast(EmailMessage, BytesParser(policy=default_policy).parsebytes(envelope.content))
+        )
+        return "250 Message accepted for delivery"
+
+    def of_kind(self, kind: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["X-SalesFlow-Kind"] == kind]
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
+@pytest.fixture
+async def db_sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.sqlite3'}")
+    await create_tables(engine)
+    yield sessions(engine)
+    await engine.dispose()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a plain condition (emails go out in the background)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,79 @@
+"""Email notifications over SMTP, rendered from templates, each sent once per idempotency key."""
+
+from __future__ import annotations
+
+import hashlib
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from importlib import resources
+from string import Template
+
+import aiosmtplib
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from temporalio import activity
+
+from core.db import AsyncSession, NotificationSent
+from core.payloads import Email
+from core.settings import Settings
+
+
+def render(email: Email, sender: str) -> EmailMessage:
+    """The message for an email: subject from the template's first line, the rest as body."""
+    text = resources.files("activities").joinpath(f"templates/{email.kind.value}.txt").read_text()
+    subject_line, _, body = (
+        Template(text).safe_substitute({"name": "there", **email.context}).partition("\n\n")
+    )
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = email.to
+    message["Subject"] = subject_line.removeprefix("Subject: ").strip()
+    message["Date"] = formatdate(localtime=False)
+    # A stable Message-ID lets mail systems drop a copy sent twice after a crash mid-send.
+    digest = hashlib.sha256(email.idempotency_key.encode()).hexdigest()[:32]
+    message["Message-ID"] = make_msgid(idstring=digest, domain="billing.salesflow")
+    message["X-SalesFlow-Kind"] = email.kind.value
+    message.set_content(body)
+    return message
+
+
+class NotifyActivities:
+    """Sends the lifecycle's emails."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._settings = settings
+        self._sessions = sessions
+
+    @activity.defn(name="notify.send_email")
+    async def send_email(self, email: Email) -> bool:
+        """Send once: True if sent now, False if this key was sent before."""
+        async with self._sessions() as session:
+            sent = await session.exec(
+                select(NotificationSent).where(
+                    NotificationSent.idempotency_key == email.idempotency_key
+                )
+            )
+            if sent.first() is not None:
+                return False
+        settings = self._settings
+        await aiosmtplib.send(
+            render(email, settings.email_from),
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            start_tls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
+        )
+        async with self._sessions() as session:
+            session.add(
+                NotificationSent(
+                    idempotency_key=email.idempotency_key, kind=email.kind, recipient=email.to
+                )
+            )
+            try:
+                await session.commit()
+            except IntegrityError:  # a concurrent attempt recorded it first
+                await session.rollback()
+        return True

@@ -1,0 +1,92 @@
+"""Emails go over real SMTP to a local sink, rendered from templates, once per key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.testing import ActivityEnvironment
+
+from activities.notify import NotifyActivities
+from core.db import AsyncSession
+from core.payloads import Email, EmailKind
+from core.settings import Settings
+from tests.conftest import Inbox
+
+
+@pytest.fixture
+def notify(
+    smtp_sink: tuple[Inbox, int], db_sessions: async_sessionmaker[AsyncSession]
+) -> NotifyActivities:
+    _, port = smtp_sink
+    settings = Settings(_env_file=None, smtp_port=port)  # type: ignore[call-arg]
+    return NotifyActivities(settings, db_sessions)
+
+
+@pytest.mark.parametrize("kind", list(EmailKind))
+async def test_each_email_renders_and_arrives(
+    notify: NotifyActivities, smtp_sink: tuple[Inbox, int], kind: EmailKind
+) -> None:
+    inbox, _ = smtp_sink
+    context = {
+        "name": "Ada",
+        "plan": "pro",
+        "interval": "monthly",
+        "amount": "99.00 USD",
+        "invoice_id": "in_123",
+        "attempt": "2",
+        "max_attempts": "3",
+        "retry_at": "2026-12-01 10:00 UTC",
+        "trial_end": "2026-12-01 10:00 UTC",
+        "when": "Your subscription has ended today.",
+    }
+    email = Email(
+        kind=kind, to="ada@example.com", idempotency_key=f"k-{kind.value}", context=context
+    )
+    assert await ActivityEnvironment().run(notify.send_email, email) is True
+    [message] = inbox.of_kind(kind.value)
+    assert message["To"] == "ada@example.com"
+    assert message["From"] == "SalesFlow Billing <billing@salesflow.local>"
+    body = message.get_content()
+    assert "Hello Ada" in body and "$" not in body + message["Subject"]  # every placeholder filled
+
+
+async def test_a_retried_send_does_not_mail_twice(
+    notify: NotifyActivities, smtp_sink: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp_sink
+    email = Email(
+        kind=EmailKind.RECEIPT,
+        to="b@example.com",
+        idempotency_key="wf/run/receipt/in_1",
+        context={"amount": "29.00 USD", "invoice_id": "in_1"},
+    )
+    env = ActivityEnvironment()
+    assert await env.run(notify.send_email, email) is True
+    assert await env.run(notify.send_email, email) is False
+    assert len(inbox.of_kind("receipt")) == 1
+    assert "29.00 USD" in inbox.of_kind("receipt")[0]["Subject"]
+
+
+async def test_smtp_down_fails_retryably(db_sessions: Any) -> None:
+    from tests.conftest import free_port
+
+    notify = NotifyActivities(
+        Settings(_env_file=None, smtp_port=free_port(), smtp_timeout_seconds=2), db_sessions
+    )  # type: ignore[call-arg]
+    email = Email(
+        kind=EmailKind.CANCELED,
+        to="c@example.com",
+        idempotency_key="k-down",
+        context={"when": "now"},
+    )
+    with pytest.raises(OSError):  # aiosmtplib's connection errors; Temporal retries the activity
+        await ActivityEnvironment().run(notify.send_email, email)
+    # Nothing was recorded, so the retry sends it.
+    async with db_sessions() as session:
+        from sqlmodel import select
+
+        from core.db import NotificationSent
+
+        assert (await session.exec(select(NotificationSent))).all() == []

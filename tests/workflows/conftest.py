@@ -1,0 +1,105 @@
+"""A time-skipping Temporal server per test, and a helper to run the lifecycle on fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.payloads import Interval, Plan, SubscriptionView
+from core.temporal import ensure_search_attributes
+from tests.conftest import BIN
+from tests.workflows.fakes import FakeMailbox, FakeStripe
+from workflows.policy import DunningPolicy
+from workflows.subscription import (
+    SEARCH_ATTRIBUTES,
+    StartSubscription,
+    SubscriptionWorkflow,
+    workflow_id,
+)
+
+POLICY = DunningPolicy(
+    retry_delays=[timedelta(days=2), timedelta(days=3)],
+    max_failures=3,
+    trial_reminder_before=timedelta(days=3),
+)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
+    yield env
+    await env.shutdown()
+
+
+def order(**overrides: Any) -> StartSubscription:
+    user = overrides.pop("user_id", f"user-{uuid.uuid4().hex[:8]}")
+    return StartSubscription(
+        user_id=user,
+        email=f"{user}@example.com",
+        name="Ada Lovelace",
+        plan=overrides.pop("plan", Plan.STARTER),
+        interval=overrides.pop("interval", Interval.MONTHLY),
+        trial_days=overrides.pop("trial_days", 0),
+        payment_method_id=overrides.pop("payment_method_id", "pm_card_visa"),
+        policy=overrides.pop("policy", POLICY),
+        **overrides,
+    )
+
+
+@asynccontextmanager
+async def lifecycle(
+    env: WorkflowEnvironment,
+    start: StartSubscription,
+    activities: list[Any],
+) -> AsyncIterator[WorkflowHandle[SubscriptionWorkflow, SubscriptionView]]:
+    """Run a worker with the given activities and start the customer's workflow."""
+    queue = f"billing-{uuid.uuid4()}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=[SubscriptionWorkflow], activities=activities
+    ):
+        handle = await env.client.start_workflow(
+            SubscriptionWorkflow.run, start, id=workflow_id(start.user_id), task_queue=queue
+        )
+        await handle.execute_update(SubscriptionWorkflow.subscription_ready)
+        yield handle
+
+
+@asynccontextmanager
+async def on_fakes(
+    env: WorkflowEnvironment, start: StartSubscription
+) -> AsyncIterator[
+    tuple[WorkflowHandle[SubscriptionWorkflow, SubscriptionView], FakeStripe, FakeMailbox]
+]:
+    stripe, mail = FakeStripe(), FakeMailbox()
+    async with lifecycle(env, start, [*stripe.activities(), mail.send_email]) as handle:
+        yield handle, stripe, mail
+
+
+async def until(
+    handle: WorkflowHandle[SubscriptionWorkflow, SubscriptionView],
+    check: Callable[[SubscriptionView], bool],
+    timeout: float = 10.0,
+) -> SubscriptionView:
+    """Query the view until `check` holds (signals are handled asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view = await handle.query(SubscriptionWorkflow.view)
+        if check(view):
+            return view
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"view never matched: {view!r}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,277 @@
+"""Fake activities under the real names: a tiny Stripe and a mailbox, recording every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.payloads import (
+    AttachPaymentMethod,
+    CancelSubscription,
+    Card,
+    ChangeSubscription,
+    CreateSubscription,
+    CustomerRef,
+    DetachPaymentMethod,
+    Email,
+    EnsureCustomer,
+    InvoiceState,
+    PayInvoice,
+    PaymentMethodInfo,
+    Plan,
+    ResumeSubscription,
+    SetDefaultPaymentMethod,
+    SubscriptionState,
+)
+
+PRICES = {Plan.STARTER: 2_900, Plan.PRO: 9_900, Plan.ENTERPRISE: 49_900}
+
+
+def now() -> datetime:
+    """The (time-skipping) server's time at which this activity attempt was scheduled."""
+    return activity.info().current_attempt_scheduled_time
+
+
+def declined() -> ApplicationError:
+    return ApplicationError(
+        "Your card was declined.",
+        {"code": "card_declined", "decline_code": "generic_decline"},
+        type="CardDeclined",
+        non_retryable=True,
+    )
+
+
+@dataclass
+class FakeStripe:
+    """Enough of Stripe for the lifecycle: one customer, one subscription, its invoices.
+
+    A payment method whose id contains "Fail" declines every charge; one containing
+    "Declined" cannot be attached.
+    """
+
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    sub: dict[str, Any] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_pm: str | None = None
+    fail_next_calls: int = 0
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def _record(self, name: str, arg: Any) -> None:
+        if self.fail_next_calls:  # Stripe is down: a retryable error, as a 5xx would be
+            self.fail_next_calls -= 1
+            raise RuntimeError("Stripe answered 500")
+        self.calls.append((name, arg))
+
+    # --- test controls ----------------------------------------------------------------------
+
+    def new_invoice(self, amount: int, charge: bool = True) -> str:
+        ident = f"in_{len(self.invoices) + 1}"
+        self.invoices[ident] = {
+            "status": "open",
+            "amount": amount,
+            "attempts": 0,
+            "created": now_or_epoch(),
+        }
+        self.sub["latest_invoice"] = ident
+        if charge:
+            self._charge(ident)
+        return ident
+
+    def renew(self, *, paid: bool) -> str:
+        """Stripe renews the period and attempts the invoice with the default card."""
+        start = self.sub["period_end"]
+        self.sub["period_end"] = start + timedelta(days=30)
+        if not paid:
+            self.default_pm = "pm_chargeCustomerFail"
+        ident = self.new_invoice(PRICES[self.sub["plan"]])
+        if self.invoices[ident]["status"] != "paid":
+            self.sub["status"] = "past_due"
+        return ident
+
+    def end_trial(self, *, paid: bool) -> str:
+        self.sub["status"] = "active"
+        self.sub["trial_end"] = self.sub["period_end"]
+        return self.renew(paid=paid)
+
+    def _charge(self, ident: str) -> bool:
+        invoice = self.invoices[ident]
+        invoice["attempts"] += 1
+        ok = bool(self.default_pm) and "Fail" not in (self.default_pm or "")
+        if ok:
+            invoice["status"] = "paid"
+            if (
+                self.sub.get("status") in ("incomplete", "past_due")
+                and self.sub["latest_invoice"] == ident
+            ):
+                self.sub["status"] = "active"
+        return ok
+
+    def state(self) -> SubscriptionState:
+        s = self.sub
+        return SubscriptionState(
+            id=s["id"],
+            customer_id=s["customer"],
+            status=s["status"],
+            price_id=f"price_{s['plan']}_{s['interval']}",
+            plan=s["plan"],
+            interval=s["interval"],
+            cancel_at_period_end=s["cancel_at_period_end"],
+            current_period_end=s["period_end"],
+            trial_end=s.get("trial_end"),
+            default_payment_method=self.default_pm,
+            latest_invoice_id=s.get("latest_invoice"),
+        )
+
+    def invoice(self, ident: str) -> InvoiceState:
+        inv = self.invoices[ident]
+        return InvoiceState(
+            id=ident,
+            customer_id=self.sub["customer"],
+            subscription_id=self.sub["id"],
+            status=inv["status"],
+            amount_due=inv["amount"],
+            amount_paid=inv["amount"] if inv["status"] == "paid" else 0,
+            currency="usd",
+            attempt_count=inv["attempts"],
+            created=inv["created"],
+        )
+
+    # --- the activities -----------------------------------------------------------------------
+
+    @activity.defn(name="stripe.ensure_customer")
+    async def ensure_customer(self, req: EnsureCustomer) -> CustomerRef:
+        self._record("ensure_customer", req)
+        return CustomerRef(id=f"cus_{req.user_id}", user_id=req.user_id, email=req.email)
+
+    @activity.defn(name="stripe.attach_payment_method")
+    async def attach_payment_method(self, req: AttachPaymentMethod) -> PaymentMethodInfo:
+        self._record("attach_payment_method", req)
+        if "Declined" in req.payment_method_id:
+            raise declined()
+        return PaymentMethodInfo(
+            id=f"{req.payment_method_id}_attached",
+            type="card",
+            card=Card(brand="visa", last4="4242", exp_month=12, exp_year=2030),
+        )
+
+    @activity.defn(name="stripe.detach_payment_method")
+    async def detach_payment_method(self, req: DetachPaymentMethod) -> PaymentMethodInfo:
+        self._record("detach_payment_method", req)
+        return PaymentMethodInfo(id=req.payment_method_id, type="card")
+
+    @activity.defn(name="stripe.set_default_payment_method")
+    async def set_default_payment_method(self, req: SetDefaultPaymentMethod) -> None:
+        self._record("set_default_payment_method", req)
+        self.default_pm = req.payment_method_id
+
+    @activity.defn(name="stripe.create_subscription")
+    async def create_subscription(self, req: CreateSubscription) -> SubscriptionState:
+        self._record("create_subscription", req)
+        if self.sub:  # the idempotency key returns the first result
+            return self.state()
+        start = now()
+        trial = req.trial_days > 0
+        self.sub = {
+            "id": f"sub_{req.user_id}",
+            "customer": req.customer_id,
+            "plan": req.plan,
+            "interval": req.interval,
+            "status": "trialing" if trial else "incomplete",
+            "cancel_at_period_end": False,
+            "trial_end": start + timedelta(days=req.trial_days) if trial else None,
+            "period_end": start + timedelta(days=req.trial_days if trial else 30),
+        }
+        if not trial:
+            invoice = self.new_invoice(PRICES[req.plan])
+            if self.invoices[invoice]["status"] == "paid":
+                self.sub["status"] = "active"
+        return self.state()
+
+    @activity.defn(name="stripe.change_subscription")
+    async def change_subscription(self, req: ChangeSubscription) -> SubscriptionState:
+        self._record("change_subscription", req)
+        self.sub.update(plan=req.plan, interval=req.interval)
+        if req.proration_behavior.value == "always_invoice":
+            self.new_invoice(PRICES[req.plan] - PRICES[Plan.STARTER])
+        return self.state()
+
+    @activity.defn(name="stripe.cancel_subscription")
+    async def cancel_subscription(self, req: CancelSubscription) -> SubscriptionState:
+        self._record("cancel_subscription", req)
+        if req.at_period_end:
+            self.sub["cancel_at_period_end"] = True
+        else:
+            self.sub["status"] = "canceled"
+        return self.state()
+
+    @activity.defn(name="stripe.resume_subscription")
+    async def resume_subscription(self, req: ResumeSubscription) -> SubscriptionState:
+        self._record("resume_subscription", req)
+        self.sub["cancel_at_period_end"] = False
+        return self.state()
+
+    @activity.defn(name="stripe.get_subscription")
+    async def get_subscription(self, subscription_id: str) -> SubscriptionState:
+        self._record("get_subscription", subscription_id)
+        return self.state()
+
+    @activity.defn(name="stripe.get_invoice")
+    async def get_invoice(self, invoice_id: str) -> InvoiceState:
+        self._record("get_invoice", invoice_id)
+        return self.invoice(invoice_id)
+
+    @activity.defn(name="stripe.pay_invoice")
+    async def pay_invoice(self, req: PayInvoice) -> InvoiceState:
+        self._record("pay_invoice", req)
+        if self.invoices[req.invoice_id]["status"] == "paid":
+            raise ApplicationError(
+                "Invoice is already paid", type="InvalidRequest", non_retryable=True
+            )
+        if not self._charge(req.invoice_id):
+            raise declined()
+        return self.invoice(req.invoice_id)
+
+    def activities(self) -> list[Any]:
+        return [
+            self.ensure_customer,
+            self.attach_payment_method,
+            self.detach_payment_method,
+            self.set_default_payment_method,
+            self.create_subscription,
+            self.change_subscription,
+            self.cancel_subscription,
+            self.resume_subscription,
+            self.get_subscription,
+            self.get_invoice,
+            self.pay_invoice,
+        ]
+
+
+def now_or_epoch() -> datetime:
+    try:
+        return now()
+    except RuntimeError:  # called from the test, outside an activity
+        return datetime.fromtimestamp(0).astimezone()
+
+
+@dataclass
+class FakeMailbox:
+    """`notify.send_email`, deduplicated by idempotency key like the real one."""
+
+    sent: list[tuple[datetime, Email]] = field(default_factory=list)
+
+    @activity.defn(name="notify.send_email")
+    async def send_email(self, email: Email) -> bool:
+        if any(e.idempotency_key == email.idempotency_key for _, e in self.sent):
+            return False
+        self.sent.append((now(), email))
+        return True
+
+    def kinds(self) -> list[str]:
+        return [e.kind.value for _, e in self.sent]

@@ -1,0 +1,319 @@
+"""Each path of the lifecycle on the time-skipping server, with fake Stripe and mailbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from core.payloads import (
+    Cancel,
+    ChangePlan,
+    Plan,
+    ProrationBehavior,
+    SetPaymentMethod,
+    Status,
+    StripeEventRef,
+)
+from tests.conftest import wait_for
+from tests.workflows.conftest import POLICY, on_fakes, order, until
+from workflows.subscription import SubscriptionWorkflow
+
+
+def ref(type_: str, object_id: str, event_id: str | None = None) -> StripeEventRef:
+    return StripeEventRef(
+        id=event_id or f"evt_{uuid.uuid4().hex[:12]}",
+        type=type_,
+        created=datetime.now(UTC),
+        object_id=object_id,
+    )
+
+
+def close(a: datetime, b: datetime, slack: timedelta = timedelta(minutes=5)) -> bool:
+    return abs(a - b) <= slack
+
+
+async def test_trial_then_active(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(trial_days=14)) as (handle, stripe, mail):
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.TRIALING and view.trial_end is not None
+        assert stripe.names() == [
+            "ensure_customer",
+            "attach_payment_method",
+            "set_default_payment_method",
+            "create_subscription",
+        ]
+        assert stripe.calls[3][1].trial_days == 14
+        assert stripe.calls[3][1].payment_method_id == "pm_card_visa_attached"
+        started = await env.get_current_time()
+
+        await env.sleep(timedelta(days=11, hours=1))
+        await wait_for(lambda: len(mail.sent) >= 1)
+        assert mail.kinds() == ["trial_ending"]
+        assert close(mail.sent[0][0], view.trial_end - POLICY.trial_reminder_before)
+        # Stripe's own trial_will_end arrives too: still one reminder.
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event,
+            ref("customer.subscription.trial_will_end", stripe.sub["id"]),
+        )
+        await until(handle, lambda v: True)
+
+        await env.sleep(timedelta(days=3))
+        invoice = stripe.end_trial(paid=True)
+        await handle.signal(SubscriptionWorkflow.stripe_event, ref("invoice.paid", invoice))
+        view = await until(handle, lambda v: v.status == Status.ACTIVE)
+        assert view.failed_payment_attempts == 0
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["trial_ending", "receipt"]
+        assert mail.sent[1][1].context["amount"] == "29.00 USD"
+        assert (await env.get_current_time()) - started >= timedelta(days=14)
+
+
+async def test_no_trial_first_payment_fails_then_recovers(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        mail,
+    ):
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
+        assert view.next_payment_retry_at is not None
+        await wait_for(lambda: len(mail.sent) >= 1)
+        assert mail.kinds() == ["payment_failed"]
+        assert mail.sent[0][1].context["attempt"] == "1"
+        # The customer fixes the card in Stripe; the scheduled retry succeeds.
+        stripe.default_pm = "pm_card_visa_attached"
+        await env.sleep(POLICY.retry_delays[0] + timedelta(minutes=1))
+        view = await until(handle, lambda v: v.status == Status.ACTIVE)
+        assert view.failed_payment_attempts == 0 and view.next_payment_retry_at is None
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["payment_failed", "receipt"]
+        assert stripe.names().count("pay_invoice") == 1
+
+
+async def test_three_failures_then_canceled_with_reminders_at_the_policys_times(
+    env: WorkflowEnvironment,
+) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        mail,
+    ):
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.PAST_DUE and view.next_payment_retry_at is not None
+        t0 = view.next_payment_retry_at - POLICY.retry_delays[0]  # the first failure
+        await env.sleep(timedelta(days=6))
+        result = await handle.result()
+        assert result.status == Status.CANCELED
+        await wait_for(lambda: len(mail.sent) >= 3)
+        assert mail.kinds() == ["payment_failed", "payment_failed", "final_notice"]
+        times = [t for t, _ in mail.sent]
+        assert close(times[1], t0 + POLICY.retry_delays[0])
+        assert close(times[2], t0 + POLICY.retry_delays[0] + POLICY.retry_delays[1])
+        assert [e.context.get("attempt") for _, e in mail.sent[:2]] == ["1", "2"]
+        pays = [arg for name, arg in stripe.calls if name == "pay_invoice"]
+        assert len(pays) == 2 and len({p.idempotency_key for p in pays}) == 2
+        cancel = next(arg for name, arg in stripe.calls if name == "cancel_subscription")
+        assert cancel.at_period_end is False
+        assert stripe.sub["status"] == "canceled"
+
+
+async def test_recovery_mid_dunning_through_a_new_payment_method(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        mail,
+    ):
+        await env.sleep(POLICY.retry_delays[0] + timedelta(hours=1))
+        view = await until(handle, lambda v: v.failed_payment_attempts == 2)
+        assert view.status == Status.PAST_DUE
+        card = await handle.execute_update(
+            SubscriptionWorkflow.set_payment_method,
+            SetPaymentMethod(payment_method_id="pm_card_visa"),
+        )
+        assert card.id == "pm_card_visa_attached" and card.card is not None
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        assert view.next_payment_retry_at is None
+        await wait_for(lambda: len(mail.sent) >= 3)
+        assert mail.kinds() == ["payment_failed", "payment_failed", "receipt"]
+        assert stripe.names()[-4:] == [
+            "attach_payment_method",
+            "set_default_payment_method",
+            "pay_invoice",  # retried at once with the new card
+            "get_subscription",
+        ]
+        # Nothing else happens when the old retry time comes.
+        calls = len(stripe.calls)
+        await env.sleep(POLICY.retry_delays[1] + timedelta(hours=1))
+        assert "pay_invoice" not in stripe.names()[calls:]
+
+
+async def test_duplicate_and_out_of_order_events_change_nothing(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, mail):
+        assert (await handle.query(SubscriptionWorkflow.view)).status == Status.ACTIVE
+        invoice = stripe.renew(paid=False)
+        failed = ref("invoice.payment_failed", invoice, "evt_failed_1")
+        for _ in range(3):
+            await handle.signal(SubscriptionWorkflow.stripe_event, failed)
+        # Another event about the same failed attempt (a different event id) is not a new failure.
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
+        )
+        view = await until(handle, lambda v: v.status == Status.PAST_DUE)
+        await until(handle, lambda v: True)
+        assert (await handle.query(SubscriptionWorkflow.view)).failed_payment_attempts == 1
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["receipt", "payment_failed"]
+
+        # Paid out of band; the paid event arrives, then a stale failure event.
+        stripe.default_pm = "pm_card_visa_attached"
+        stripe._charge(invoice)
+        await handle.signal(SubscriptionWorkflow.stripe_event, ref("invoice.paid", invoice))
+        await until(handle, lambda v: v.status == Status.ACTIVE)
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice, "evt_late")
+        )
+        await handle.signal(SubscriptionWorkflow.stripe_event, failed)
+        view = await until(handle, lambda v: True)
+        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        await wait_for(lambda: len(mail.sent) >= 3)
+        assert mail.kinds() == ["receipt", "payment_failed", "receipt"]
+        # Events about someone else's objects are ignored.
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("customer.subscription.updated", "sub_other")
+        )
+        await handle.signal(SubscriptionWorkflow.stripe_event, ref("customer.updated", "cus_other"))
+        assert (await until(handle, lambda v: True)).status == Status.ACTIVE
+
+
+async def test_plan_change_with_proration(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, mail):
+        view = await handle.execute_update(
+            SubscriptionWorkflow.change_plan,
+            ChangePlan(plan=Plan.PRO, proration_behavior=ProrationBehavior.ALWAYS_INVOICE),
+        )
+        assert view.plan == Plan.PRO and view.status == Status.ACTIVE
+        change = next(arg for name, arg in stripe.calls if name == "change_subscription")
+        assert change.proration_behavior == ProrationBehavior.ALWAYS_INVOICE
+        assert (change.plan.value, change.interval.value) == ("pro", "monthly")
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["receipt", "receipt"]  # the prorated invoice was paid now
+        assert mail.sent[1][1].context["amount"] == "70.00 USD"
+        view = await handle.execute_update(
+            SubscriptionWorkflow.change_plan, ChangePlan(interval="yearly")
+        )  # type: ignore[arg-type]
+        assert (view.plan.value, view.interval.value) == ("pro", "yearly")
+
+
+async def test_cancel_at_period_end_then_resume(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, mail):
+        view = await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=True))
+        assert view.cancel_at_period_end and view.status == Status.ACTIVE
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["receipt", "canceled"]
+        assert "stays active until" in mail.sent[1][1].context["when"]
+        view = await handle.execute_update(SubscriptionWorkflow.resume)
+        assert not view.cancel_at_period_end and view.status == Status.ACTIVE
+        assert [n for n in stripe.names() if n.endswith("_subscription")][-2:] == [
+            "cancel_subscription",
+            "resume_subscription",
+        ]
+
+
+async def test_cancel_at_period_end_ends_when_stripe_ends_it(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, _):
+        await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=True))
+        stripe.sub["status"] = "canceled"  # Stripe ends it at the period end; no webhook needed
+        await env.sleep(timedelta(days=31))
+        assert (await handle.result()).status == Status.CANCELED
+
+
+async def test_immediate_cancel(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, mail):
+        view = await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=False))
+        assert view.status == Status.CANCELED
+        assert (await handle.result()).status == Status.CANCELED
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["receipt", "canceled"]
+        assert stripe.sub["status"] == "canceled"
+
+
+async def test_updates_refused_in_the_wrong_state(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        _,
+    ):
+        calls = len(stripe.calls)
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await handle.execute_update(SubscriptionWorkflow.change_plan, ChangePlan(plan=Plan.PRO))
+        assert (
+            isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "InvalidState"
+        )
+        assert "past_due" in str(err.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await handle.execute_update(SubscriptionWorkflow.resume)
+        assert (
+            isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "InvalidState"
+        )
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(SubscriptionWorkflow.change_plan, ChangePlan())
+        assert len(stripe.calls) == calls  # refused before anything was written
+
+
+async def test_stripe_down_is_retried_until_it_answers(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        _,
+    ):
+        stripe.fail_next_calls = 4  # the scheduled retry meets a Stripe outage
+        stripe.default_pm = "pm_card_visa_attached"
+        await env.sleep(POLICY.retry_delays[0] + timedelta(minutes=10))
+        view = await until(handle, lambda v: v.status == Status.ACTIVE)
+        assert view.failed_payment_attempts == 0 and stripe.fail_next_calls == 0
+
+
+async def test_continue_as_new_keeps_the_state(env: WorkflowEnvironment) -> None:
+    start = order(payment_method_id="pm_card_chargeCustomerFail", signals_before_continue_as_new=2)
+    async with on_fakes(env, start) as (handle, stripe, mail):
+        first_run = (await handle.describe()).run_id
+        invoice = stripe.sub["latest_invoice"]
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice, "evt_a")
+        )
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("customer.updated", "cus_x", "evt_b")
+        )
+
+        async def next_run() -> str:
+            return (await handle.describe()).run_id or ""
+
+        latest = env.client.get_workflow_handle(handle.id)
+        for _ in range(100):
+            if (await latest.describe()).run_id != first_run:
+                break
+            await env.sleep(timedelta(seconds=1))
+        assert (await latest.describe()).run_id != first_run
+        view = await latest.query(SubscriptionWorkflow.view)
+        assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
+        assert (
+            view.stripe_subscription_id == stripe.sub["id"]
+            and view.next_payment_retry_at is not None
+        )
+        # The event ids seen before continue-as-new are still known.
+        await latest.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice, "evt_a")
+        )
+        # And the dunning schedule carries on in the new run.
+        stripe.default_pm = "pm_card_visa_attached"
+        await env.sleep(POLICY.retry_delays[0])
+        view = await until(latest, lambda v: v.status == Status.ACTIVE)
+        await wait_for(lambda: len(mail.sent) >= 2)
+        assert mail.kinds() == ["payment_failed", "receipt"]
+        assert await next_run()

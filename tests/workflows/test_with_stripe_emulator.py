@@ -1,0 +1,89 @@
+"""The lifecycle with the real Stripe activities (SDK over HTTP to the emulator) and real SMTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import stripe
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from activities import activities_of
+from activities.notify import NotifyActivities
+from activities.stripe import StripeActivities
+from core.db import AsyncSession
+from core.payloads import SetPaymentMethod, Status
+from core.settings import Settings
+from tests.conftest import Inbox, wait_for
+from tests.workflows.conftest import POLICY, lifecycle, order
+from workflows.subscription import SubscriptionWorkflow
+
+
+@pytest.fixture
+def real_activities(
+    settings: Settings,
+    stripe_sdk: stripe.StripeClient,
+    smtp_sink: tuple[Inbox, int],
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> list[Any]:
+    notify = NotifyActivities(settings.model_copy(update={"smtp_port": smtp_sink[1]}), db_sessions)
+    return activities_of(StripeActivities(stripe_sdk, settings), notify)
+
+
+async def test_declined_first_payment_recovers_with_a_new_card(
+    env: WorkflowEnvironment,
+    real_activities: list[Any],
+    stripe_sdk: stripe.StripeClient,
+    smtp_sink: tuple[Inbox, int],
+) -> None:
+    inbox, _ = smtp_sink
+    async with lifecycle(
+        env, order(payment_method_id="pm_card_chargeCustomerFail"), real_activities
+    ) as handle:
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
+        sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
+        assert sub.status == "incomplete"
+        await wait_for(lambda: len(inbox.of_kind("payment_failed")) == 1)
+        customer = await stripe_sdk.v1.customers.retrieve_async(view.stripe_customer_id or "")
+        assert customer.metadata["user_id"] == view.user_id
+
+        card = await handle.execute_update(
+            SubscriptionWorkflow.set_payment_method,
+            SetPaymentMethod(payment_method_id="pm_card_visa"),
+        )
+        assert card.card is not None and card.card.last4 == "4242"
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
+        assert sub.status == "active" and sub.default_payment_method == card.id
+        invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+        assert (invoice.status, invoice.attempt_count) == ("paid", 2)
+        await wait_for(lambda: len(inbox.of_kind("receipt")) == 1)
+        [receipt] = inbox.of_kind("receipt")
+        assert "29.00 USD" in receipt["Subject"]
+
+
+async def test_three_declines_cancel_the_stripe_subscription(
+    env: WorkflowEnvironment,
+    real_activities: list[Any],
+    stripe_sdk: stripe.StripeClient,
+    smtp_sink: tuple[Inbox, int],
+) -> None:
+    inbox, _ = smtp_sink
+    async with lifecycle(
+        env, order(payment_method_id="pm_card_chargeCustomerFail"), real_activities
+    ) as handle:
+        subscription_id = (
+            await handle.query(SubscriptionWorkflow.view)
+        ).stripe_subscription_id or ""
+        await env.sleep(sum(POLICY.retry_delays, timedelta()) + timedelta(hours=1))
+        result = await handle.result()
+        assert result.status == Status.CANCELED and result.failed_payment_attempts == 3
+        sub = await stripe_sdk.v1.subscriptions.retrieve_async(subscription_id)
+        assert sub.status == "canceled"
+        invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+        assert invoice.attempt_count == 3
+        assert [len(inbox.of_kind(k)) for k in ("payment_failed", "final_notice")] == [2, 1]

@@ -1,0 +1,66 @@
+"""The Temporal worker: the lifecycle workflow and every activity, on task queue `billing`.
+
+Run it with `python worker.py`. SIGTERM or SIGINT stops polling, lets running activities
+finish (up to the graceful timeout) and exits; workflows carry on on the other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from activities import activities_of
+from activities.notify import NotifyActivities
+from activities.stripe import StripeActivities, stripe_client
+from core.db import create_tables, make_engine, sessions
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from core.temporal import connect, ensure_search_attributes
+from workflows.subscription import SEARCH_ATTRIBUTES, SubscriptionWorkflow
+
+log = logging.getLogger("worker")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the task queue until `stop` is set."""
+    client = await connect(settings)
+    await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
+    engine = make_engine(settings.database_url)
+    await create_tables(engine)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[SubscriptionWorkflow],
+        activities=activities_of(
+            StripeActivities(stripe_client(settings), settings),
+            NotifyActivities(settings, sessions(engine)),
+        ),
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+    async with worker:
+        log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
+        await stop.wait()
+        log.info("shutting down: finishing running activities")
+    await engine.dispose()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

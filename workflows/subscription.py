@@ -1,0 +1,759 @@
+"""What happens to a customer's subscription: trial, payment, dunning, cancellation, recovery.
+
+One `SubscriptionWorkflow` per customer, id `subscription-<user id>`. Stripe events arrive as
+the `stripe_event` signal (a reference only: the workflow re-reads the object from Stripe),
+API calls as updates, and the subscription view is a query. Dunning is owned here: timers
+between payment retries, reminders, and cancellation after the policy's number of failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.notify import NotifyActivities
+    from activities.stripe import StripeActivities
+    from core.payloads import (
+        AttachPaymentMethod,
+        Cancel,
+        CancelSubscription,
+        ChangePlan,
+        ChangeSubscription,
+        CreateSubscription,
+        DetachPaymentMethod,
+        Email,
+        EmailKind,
+        EnsureCustomer,
+        Interval,
+        InvoiceState,
+        PayInvoice,
+        PaymentMethodInfo,
+        Plan,
+        RemovePaymentMethod,
+        ResumeSubscription,
+        SetDefaultPaymentMethod,
+        SetPaymentMethod,
+        Status,
+        StripeEventRef,
+        SubscriptionState,
+        SubscriptionView,
+    )
+    from workflows.policy import DunningPolicy
+
+TASK_QUEUE = "billing"
+
+# Search attributes operators filter on in the Temporal UI (registered on the server).
+CUSTOMER_ID = SearchAttributeKey.for_keyword("BillingCustomerId")
+USER_ID = SearchAttributeKey.for_keyword("BillingUserId")
+STATUS = SearchAttributeKey.for_keyword("BillingStatus")
+PLAN = SearchAttributeKey.for_keyword("BillingPlan")
+DUNNING_ATTEMPT = SearchAttributeKey.for_int("BillingDunningAttempt")
+NEXT_ACTION_AT = SearchAttributeKey.for_datetime("BillingNextActionAt")
+SEARCH_ATTRIBUTES = (CUSTOMER_ID, USER_ID, STATUS, PLAN, DUNNING_ATTEMPT, NEXT_ACTION_AT)
+
+# Stripe calls: business failures are non-retryable ApplicationErrors raised by the activity;
+# everything else (rate limits, 5xx, Stripe down) is retried with backoff until it works.
+STRIPE_TIMEOUT = timedelta(seconds=30)
+STRIPE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+)
+EMAIL_TIMEOUT = timedelta(seconds=60)
+EMAIL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
+)
+# Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
+RECENT = 500
+# Stripe's statuses that mean the subscription is over.
+ENDED = {"canceled", "incomplete_expired", "unpaid"}
+
+T = TypeVar("T")
+
+
+def workflow_id(user_id: str) -> str:
+    return f"subscription-{user_id}"
+
+
+class BillingState(BaseModel):
+    """Where the customer stands; carried across continue-as-new."""
+
+    user_id: str
+    email: str
+    name: str | None = None
+    plan: Plan
+    interval: Interval
+    status: Status = Status.INCOMPLETE
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    default_payment_method: str | None = None
+    cancel_at_period_end: bool = False
+    trial_end: datetime | None = None
+    current_period_end: datetime | None = None
+    failures: int = 0
+    dunning_invoice_id: str | None = None
+    next_retry_at: datetime | None = None
+    trial_reminder_sent_for: datetime | None = None
+    next_sync_at: datetime | None = None
+    counted_attempts: list[str] = Field(default_factory=list)
+    receipted_invoices: list[str] = Field(default_factory=list)
+    recent_event_ids: list[str] = Field(default_factory=list)
+    pending_events: list[StripeEventRef] = Field(default_factory=list)
+    # Emails waiting to go out; sent one by one in the background so a mail outage never
+    # holds up a payment step or an API call.
+    outbox: list[Email] = Field(default_factory=list)
+    writes: int = 0
+
+
+class StartSubscription(BaseModel):
+    """The workflow's one input: the order, the policy, and (after continue-as-new) the state."""
+
+    user_id: str
+    email: str
+    name: str | None = None
+    plan: Plan
+    interval: Interval = Interval.MONTHLY
+    trial_days: int = Field(default=14, ge=0, le=730)
+    payment_method_id: str | None = None
+    policy: DunningPolicy = Field(default_factory=DunningPolicy)
+    signals_before_continue_as_new: int = 1_000
+    state: BillingState | None = None
+
+
+def _invalid(message: str) -> ApplicationError:
+    """An update the current state forbids; the API answers 409."""
+    return ApplicationError(message, type="InvalidState", non_retryable=True)
+
+
+def _business_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+@workflow.defn
+class SubscriptionWorkflow:
+    @workflow.init
+    def __init__(self, start: StartSubscription) -> None:
+        self.start = start
+        self.policy = start.policy
+        self.state = start.state or BillingState(
+            user_id=start.user_id,
+            email=start.email,
+            name=start.name,
+            plan=start.plan,
+            interval=start.interval,
+        )
+        self.lock = asyncio.Lock()
+        self.created = start.state is not None
+        self.creation_error: ApplicationError | None = None
+        self.changed = False
+        self.signals_this_run = 0
+        self.published: dict[str, Any] = {}
+        self.next_action = ""
+
+    # --- the lifecycle ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: StartSubscription) -> SubscriptionView:
+        mailer = asyncio.create_task(self._mailer())
+        try:
+            return await self._lifecycle()
+        finally:
+            mailer.cancel()
+
+    async def _lifecycle(self) -> SubscriptionView:
+        if not self.created:
+            async with self.lock:
+                try:
+                    await self._subscribe()
+                except ApplicationError as err:
+                    self.creation_error = err
+                finally:
+                    self.created = True
+            if self.creation_error:
+                await self._quiesce()
+                raise self.creation_error
+        while self.state.status != Status.CANCELED:
+            if self._continue_as_new_due():
+                await self._quiesce()
+                if self.state.status == Status.CANCELED:
+                    break
+                workflow.continue_as_new(self.start.model_copy(update={"state": self.state}))
+            self.changed = False
+            due, what = self._next_timer()
+            self._publish(due, what)
+            timeout = max(due - workflow.now(), timedelta(0)) if due else None
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        bool(self.state.pending_events)
+                        or self.changed
+                        or self.state.status == Status.CANCELED
+                        or self._continue_as_new_due()
+                    ),
+                    timeout=timeout,
+                    timeout_summary=what or None,
+                )
+            except TimeoutError:
+                async with self.lock:
+                    await self._on_timers()
+                continue
+            async with self.lock:
+                while self.state.pending_events and self.state.status != Status.CANCELED:
+                    await self._on_event(self.state.pending_events.pop(0))
+        await self._quiesce()
+        self._publish(None, "")
+        return self._view()
+
+    async def _quiesce(self) -> None:
+        """Before ending or continuing as new: handlers finished, every email sent."""
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and not self.state.outbox
+        )
+
+    async def _mailer(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self.state.outbox))
+            email = self.state.outbox[0]
+            await workflow.execute_activity_method(
+                NotifyActivities.send_email,
+                email,
+                start_to_close_timeout=EMAIL_TIMEOUT,
+                retry_policy=EMAIL_RETRY,
+                summary=email.context.get("summary") or f"email: {email.kind.value}",
+            )
+            self.state.outbox.pop(0)
+
+    async def _subscribe(self) -> None:
+        """Create (or find) the Stripe customer, attach the card, create the subscription."""
+        s = self.state
+        customer = await self._stripe(
+            StripeActivities.ensure_customer,
+            EnsureCustomer(
+                user_id=s.user_id, email=s.email, name=s.name, idempotency_key=self._key("customer")
+            ),
+            "create or find the Stripe customer",
+        )
+        s.customer_id = customer.id
+        if self.start.payment_method_id:
+            try:
+                await self._attach(self.start.payment_method_id)
+            except ActivityError as err:
+                if _business_type(err) != "CardDeclined":
+                    raise
+                # A card refused at attach time: subscribe without it; the first charge fails
+                # into dunning (or the trial ends) and the customer is asked for another card.
+                workflow.logger.warning("payment method declined at attach; continuing without")
+        sub = await self._stripe(
+            StripeActivities.create_subscription,
+            CreateSubscription(
+                customer_id=customer.id,
+                user_id=s.user_id,
+                plan=s.plan,
+                interval=s.interval,
+                trial_days=self.start.trial_days,
+                payment_method_id=s.default_payment_method,
+                idempotency_key=self._key("subscription"),
+            ),
+            f"create the {s.plan.value}/{s.interval.value} subscription",
+        )
+        self._apply(sub)
+        if sub.latest_invoice_id and sub.status != "trialing":
+            await self._check_invoice(sub.latest_invoice_id)
+
+    async def _on_event(self, ref: StripeEventRef) -> None:
+        """A Stripe event: re-read what it points at instead of trusting the order of events."""
+        if ref.type.startswith("invoice."):
+            await self._check_invoice(ref.object_id)
+        elif ref.type.startswith("customer.subscription."):
+            if ref.object_id != self.state.subscription_id:
+                return
+            await self._sync()
+            if ref.type == "customer.subscription.trial_will_end":
+                await self._trial_reminder()
+
+    async def _on_timers(self) -> None:
+        now = workflow.now()
+        s = self.state
+        if s.next_retry_at and s.next_retry_at <= now:
+            await self._retry_payment()
+        reminder = self._trial_reminder_due()
+        if reminder and reminder <= now:
+            await self._trial_reminder()
+        if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
+            before = s.current_period_end
+            await self._sync()
+            if s.status != Status.CANCELED and s.current_period_end == before:
+                s.next_sync_at = now + timedelta(days=1)  # Stripe has not renewed yet
+
+    async def _sync(self, check_invoice: bool = True) -> None:
+        """Re-read the subscription, and its latest invoice when payment is in question."""
+        sub = await self._stripe(
+            StripeActivities.get_subscription,
+            self.state.subscription_id,
+            f"re-read subscription {self.state.subscription_id}",
+        )
+        self._apply(sub)
+        in_question = sub.status in ("past_due", "incomplete") or self.state.failures > 0
+        if (
+            check_invoice
+            and sub.latest_invoice_id
+            and in_question
+            and self.state.status != Status.CANCELED
+        ):
+            await self._check_invoice(sub.latest_invoice_id)
+
+    async def _check_invoice(self, invoice_id: str) -> None:
+        inv = await self._stripe(
+            StripeActivities.get_invoice, invoice_id, f"re-read invoice {invoice_id}"
+        )
+        await self._on_invoice(inv)
+
+    async def _on_invoice(self, inv: InvoiceState) -> None:
+        if inv.subscription_id != self.state.subscription_id:
+            return
+        if inv.status == "paid":
+            await self._paid(inv)
+        elif inv.status == "open" and inv.attempt_count > 0:
+            await self._failed(inv)
+        elif inv.id == self.state.dunning_invoice_id:  # voided or written off elsewhere
+            self._end_dunning()
+            await self._sync(check_invoice=False)
+
+    async def _paid(self, inv: InvoiceState) -> None:
+        s = self.state
+        recovered = s.failures > 0
+        if recovered:
+            workflow.logger.info("payment recovered after %d failed attempts", s.failures)
+        self._end_dunning()
+        if inv.amount_paid > 0 and inv.id not in s.receipted_invoices:
+            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
+            self._email(
+                EmailKind.RECEIPT,
+                inv.id,
+                {"amount": _money(inv.amount_paid, inv.currency), "invoice_id": inv.id},
+            )
+        await self._sync(check_invoice=False)
+
+    async def _failed(self, inv: InvoiceState) -> None:
+        """A failed payment attempt, counted once however many times we hear of it."""
+        s = self.state
+        attempt = f"{inv.id}#{inv.attempt_count}"
+        if attempt in s.counted_attempts:
+            return
+        s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
+        s.failures += 1
+        s.dunning_invoice_id = inv.id
+        s.status = Status.PAST_DUE
+        context = {"invoice_id": inv.id, "max_attempts": str(self.policy.max_failures)}
+        if s.failures >= self.policy.max_failures:
+            await self._give_up(inv.id, context)
+            return
+        s.next_retry_at = workflow.now() + self.policy.delay_after(s.failures)
+        self._email(
+            EmailKind.PAYMENT_FAILED,
+            attempt,
+            {**context, "attempt": str(s.failures), "retry_at": _date(s.next_retry_at)},
+            summary=f"dunning reminder {s.failures} of {self.policy.max_failures}",
+        )
+
+    async def _retry_payment(self) -> None:
+        s = self.state
+        invoice_id = s.dunning_invoice_id
+        s.next_retry_at = None
+        if not invoice_id:
+            return
+        try:
+            inv = await self._stripe(
+                StripeActivities.pay_invoice,
+                PayInvoice(invoice_id=invoice_id, idempotency_key=self._key(f"pay-{invoice_id}")),
+                f"retry invoice {invoice_id} payment (dunning {s.failures} of "
+                f"{self.policy.max_failures - 1} retries)",
+            )
+        except ActivityError as err:
+            if _business_type(err) not in ("CardDeclined", "InvalidRequest"):
+                raise
+            # Declined (or no longer payable): the invoice tells which attempt this was.
+            await self._check_invoice(invoice_id)
+            return
+        await self._on_invoice(inv)
+
+    async def _give_up(self, invoice_id: str, context: dict[str, str]) -> None:
+        s = self.state
+        if s.subscription_id:
+            sub = await self._stripe(
+                StripeActivities.cancel_subscription,
+                CancelSubscription(
+                    subscription_id=s.subscription_id,
+                    at_period_end=False,
+                    idempotency_key=self._key("cancel-unpaid"),
+                ),
+                f"cancel after {s.failures} failed payments",
+            )
+            self._apply(sub)
+        s.status = Status.CANCELED
+        s.next_retry_at = None
+        self._email(EmailKind.FINAL_NOTICE, invoice_id, context, summary="final notice")
+
+    async def _trial_reminder(self) -> None:
+        s = self.state
+        if (
+            s.status != Status.TRIALING
+            or not s.trial_end
+            or s.trial_reminder_sent_for == s.trial_end
+        ):
+            return
+        s.trial_reminder_sent_for = s.trial_end
+        self._email(
+            EmailKind.TRIAL_ENDING, s.trial_end.isoformat(), {"trial_end": _date(s.trial_end)}
+        )
+
+    def _trial_reminder_due(self) -> datetime | None:
+        s = self.state
+        if (
+            s.status != Status.TRIALING
+            or not s.trial_end
+            or s.trial_reminder_sent_for == s.trial_end
+        ):
+            return None
+        return s.trial_end - self.policy.trial_reminder_before
+
+    def _end_dunning(self) -> None:
+        s = self.state
+        s.failures = 0
+        s.dunning_invoice_id = None
+        s.next_retry_at = None
+
+    def _apply(self, sub: SubscriptionState) -> None:
+        """Take Stripe's word for the subscription's status, plan and dates."""
+        s = self.state
+        s.subscription_id = sub.id
+        s.customer_id = sub.customer_id
+        if sub.plan and sub.interval:
+            s.plan, s.interval = sub.plan, sub.interval
+        s.cancel_at_period_end = sub.cancel_at_period_end
+        s.trial_end = sub.trial_end
+        s.current_period_end = sub.current_period_end
+        s.default_payment_method = sub.default_payment_method or s.default_payment_method
+        if sub.status in ENDED:
+            s.status = Status.CANCELED
+            s.next_retry_at = None  # the failure count stays, for the record
+        elif s.failures > 0:
+            s.status = Status.PAST_DUE
+        else:
+            s.status = Status(sub.status)
+        if s.current_period_end and s.status != Status.CANCELED:
+            s.next_sync_at = s.current_period_end + self.policy.period_end_sync_after
+
+    # --- updates, the signal and the query ---------------------------------------------------
+
+    @workflow.update
+    async def subscription_ready(self) -> SubscriptionView:
+        """Answers once the Stripe subscription exists (used with update-with-start)."""
+        await workflow.wait_condition(lambda: self.created)
+        if self.creation_error:
+            raise self.creation_error
+        return self._view()
+
+    @workflow.update
+    async def change_plan(self, req: ChangePlan) -> SubscriptionView:
+        async with self.lock:
+            self._check_change(req)
+            s = self.state
+            plan, interval = req.plan or s.plan, req.interval or s.interval
+            sub = await self._stripe(
+                StripeActivities.change_subscription,
+                ChangeSubscription(
+                    subscription_id=s.subscription_id or "",
+                    plan=plan,
+                    interval=interval,
+                    proration_behavior=req.proration_behavior,
+                    idempotency_key=self._key(f"change-{plan.value}-{interval.value}"),
+                ),
+                f"change plan to {plan.value}/{interval.value} ({req.proration_behavior.value})",
+            )
+            self._apply(sub)
+            if sub.latest_invoice_id and req.proration_behavior.value == "always_invoice":
+                await self._check_invoice(sub.latest_invoice_id)
+            self.changed = True
+        return self._view()
+
+    @change_plan.validator
+    def _check_change(self, req: ChangePlan) -> None:
+        s = self.state
+        if req.plan is None and req.interval is None:
+            raise ApplicationError(
+                "give a plan, an interval or both", type="InvalidRequest", non_retryable=True
+            )
+        if s.status not in (Status.TRIALING, Status.ACTIVE):
+            raise _invalid(f"cannot change the plan of a subscription that is {s.status.value}")
+        if (req.plan or s.plan, req.interval or s.interval) == (s.plan, s.interval):
+            raise _invalid(f"the subscription is already on {s.plan.value}/{s.interval.value}")
+
+    @workflow.update
+    async def cancel(self, req: Cancel) -> SubscriptionView:
+        async with self.lock:
+            self._check_cancel(req)
+            s = self.state
+            sub = await self._stripe(
+                StripeActivities.cancel_subscription,
+                CancelSubscription(
+                    subscription_id=s.subscription_id or "",
+                    at_period_end=req.at_period_end,
+                    idempotency_key=self._key(
+                        "cancel-at-period-end" if req.at_period_end else "cancel-now"
+                    ),
+                ),
+                "cancel at period end" if req.at_period_end else "cancel now",
+            )
+            self._apply(sub)
+            when = (
+                f"Your subscription stays active until {_date(s.current_period_end)} and then ends."
+                if req.at_period_end and s.current_period_end
+                else "Your subscription has ended today."
+            )
+            self._email(EmailKind.CANCELED, f"{s.writes}", {"when": when})
+            self.changed = True
+        return self._view()
+
+    @cancel.validator
+    def _check_cancel(self, req: Cancel) -> None:
+        s = self.state
+        if s.status == Status.CANCELED or not s.subscription_id:
+            raise _invalid(f"there is no live subscription to cancel ({s.status.value})")
+        if req.at_period_end and s.status == Status.INCOMPLETE:
+            raise _invalid("an incomplete subscription can only be cancelled now")
+        if req.at_period_end and s.cancel_at_period_end:
+            raise _invalid("the subscription is already set to cancel at the end of the period")
+
+    @workflow.update
+    async def resume(self) -> SubscriptionView:
+        async with self.lock:
+            self._check_resume()
+            sub = await self._stripe(
+                StripeActivities.resume_subscription,
+                ResumeSubscription(
+                    subscription_id=self.state.subscription_id or "",
+                    idempotency_key=self._key("resume"),
+                ),
+                "undo the scheduled cancel",
+            )
+            self._apply(sub)
+            self.changed = True
+        return self._view()
+
+    @resume.validator
+    def _check_resume(self) -> None:
+        s = self.state
+        if s.status == Status.CANCELED or not s.cancel_at_period_end:
+            raise _invalid("there is no scheduled cancel to undo")
+
+    @workflow.update
+    async def set_payment_method(self, req: SetPaymentMethod) -> PaymentMethodInfo:
+        """Attach a card and make it the default; in dunning, retry the payment with it now."""
+        async with self.lock:
+            self._check_live()
+            info = await self._attach(req.payment_method_id)
+            if self.state.dunning_invoice_id:
+                await self._retry_payment()
+            self.changed = True
+        return info
+
+    @set_payment_method.validator
+    def _check_set_payment_method(self, req: SetPaymentMethod) -> None:
+        self._check_live()
+
+    @workflow.update
+    async def remove_payment_method(self, req: RemovePaymentMethod) -> None:
+        async with self.lock:
+            self._check_remove(req)
+            await self._stripe(
+                StripeActivities.detach_payment_method,
+                DetachPaymentMethod(
+                    payment_method_id=req.payment_method_id,
+                    idempotency_key=self._key(f"detach-{req.payment_method_id}"),
+                ),
+                f"detach payment method {req.payment_method_id}",
+            )
+
+    @remove_payment_method.validator
+    def _check_remove(self, req: RemovePaymentMethod) -> None:
+        s = self.state
+        if req.payment_method_id == s.default_payment_method and s.status != Status.CANCELED:
+            raise _invalid("this is the subscription's default payment method: set another first")
+
+    def _check_live(self) -> None:
+        if self.state.status == Status.CANCELED or not self.state.customer_id:
+            raise _invalid("there is no live subscription")
+
+    @workflow.signal
+    def stripe_event(self, ref: StripeEventRef) -> None:
+        """A Stripe webhook, by reference. Duplicates (by event id) change nothing."""
+        s = self.state
+        if ref.id in s.recent_event_ids:
+            return
+        s.recent_event_ids = [*s.recent_event_ids, ref.id][-RECENT:]
+        s.pending_events.append(ref)
+        self.signals_this_run += 1
+
+    @workflow.query
+    def view(self) -> SubscriptionView:
+        return self._view()
+
+    def _view(self) -> SubscriptionView:
+        s = self.state
+        return SubscriptionView(
+            user_id=s.user_id,
+            status=s.status,
+            plan=s.plan,
+            interval=s.interval,
+            trial_end=s.trial_end,
+            current_period_end=s.current_period_end,
+            cancel_at_period_end=s.cancel_at_period_end,
+            failed_payment_attempts=s.failures,
+            next_payment_retry_at=s.next_retry_at,
+            stripe_customer_id=s.customer_id,
+            stripe_subscription_id=s.subscription_id,
+            workflow_id=workflow.info().workflow_id,
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _attach(self, payment_method_id: str) -> PaymentMethodInfo:
+        s = self.state
+        info = await self._stripe(
+            StripeActivities.attach_payment_method,
+            AttachPaymentMethod(
+                customer_id=s.customer_id or "",
+                payment_method_id=payment_method_id,
+                idempotency_key=self._key(f"attach-{payment_method_id}"),
+            ),
+            f"attach payment method {payment_method_id}",
+        )
+        await self._stripe(
+            StripeActivities.set_default_payment_method,
+            SetDefaultPaymentMethod(
+                customer_id=s.customer_id or "",
+                payment_method_id=info.id,
+                subscription_id=s.subscription_id,
+                idempotency_key=self._key(f"default-{info.id}"),
+            ),
+            f"make {info.id} the default payment method",
+        )
+        s.default_payment_method = info.id
+        return info
+
+    def _next_timer(self) -> tuple[datetime | None, str]:
+        """The earliest thing the workflow will do by itself, and why."""
+        s = self.state
+        timers: list[tuple[datetime, str]] = []
+        if s.next_retry_at:
+            timers.append(
+                (
+                    s.next_retry_at,
+                    f"dunning retry {s.failures} of {self.policy.max_failures - 1}: "
+                    f"pay invoice {s.dunning_invoice_id}",
+                )
+            )
+        if reminder := self._trial_reminder_due():
+            timers.append((reminder, f"trial reminder before the trial ends {_date(s.trial_end)}"))
+        if s.next_sync_at:
+            timers.append((s.next_sync_at, "re-sync with Stripe after the period end"))
+        if not timers:
+            return None, ""
+        return min(timers, key=lambda t: t[0])
+
+    def _publish(self, due: datetime | None, what: str) -> None:
+        """Keep search attributes and the UI's current details in step with the state."""
+        s = self.state
+        wanted: dict[str, Any] = {
+            USER_ID.name: s.user_id,
+            STATUS.name: s.status.value,
+            PLAN.name: s.plan.value,
+            DUNNING_ATTEMPT.name: s.failures,
+            NEXT_ACTION_AT.name: due,
+        }
+        if s.customer_id:
+            wanted[CUSTOMER_ID.name] = s.customer_id
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for key in SEARCH_ATTRIBUTES:
+            if key.name in wanted and self.published.get(key.name) != wanted[key.name]:
+                value = wanted[key.name]
+                updates.append(key.value_unset() if value is None else key.value_set(value))
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            self.published.update(wanted)
+        next_line = (
+            f"**Next:** {what} at {due.isoformat()}" if due else "**Next:** nothing scheduled"
+        )
+        if s.status == Status.CANCELED:
+            next_line = "**Ended.**"
+        workflow.set_current_details(
+            f"**{s.status.value}** · {s.plan.value}/{s.interval.value} · "
+            f"failed payments {s.failures} of {self.policy.max_failures}"
+            f"{' · cancels at period end' if s.cancel_at_period_end else ''}\n\n"
+            f"Stripe customer `{s.customer_id}`, subscription `{s.subscription_id}`\n\n{next_line}"
+        )
+
+    def _continue_as_new_due(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            or self.signals_this_run >= self.start.signals_before_continue_as_new
+        )
+
+    def _key(self, step: str) -> str:
+        """An idempotency key from the workflow and the step: the same on every retry."""
+        self.state.writes += 1
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.first_execution_run_id}/{self.state.writes}-{step}"
+
+    async def _stripe(self, fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str) -> T:
+        return await workflow.execute_activity_method(
+            fn,
+            arg,
+            start_to_close_timeout=STRIPE_TIMEOUT,
+            retry_policy=STRIPE_RETRY,
+            summary=summary,
+        )
+
+    def _email(
+        self,
+        kind: EmailKind,
+        discriminator: str,
+        context: dict[str, str],
+        summary: str | None = None,
+    ) -> None:
+        """Queue an email; the mailer sends it (its key makes a retried send a no-op)."""
+        s = self.state
+        info = workflow.info()
+        s.outbox.append(
+            Email(
+                kind=kind,
+                to=s.email,
+                idempotency_key=f"{info.workflow_id}/{info.first_execution_run_id}/{kind.value}/{discriminator}",
+                context={
+                    "name": s.name or s.email,
+                    "plan": s.plan.value,
+                    "interval": s.interval.value,
+                    "summary": summary or f"email: {kind.value}",
+                    **context,
+                },
+            )
+        )
+
+
+def _money(minor: int, currency: str) -> str:
+    units, cents = divmod(minor, 100)
+    return f"{units}.{cents:02d} {currency.upper()}"
+
+
+def _date(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
