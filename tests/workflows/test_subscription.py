@@ -21,7 +21,14 @@ from core.payloads import (
 )
 from tests.conftest import wait_for
 from tests.workflows.conftest import POLICY, on_fakes, order, until
-from workflows.subscription import SubscriptionWorkflow
+from workflows.subscription import (
+    CUSTOMER_ID,
+    DUNNING_ATTEMPT,
+    NEXT_ACTION_AT,
+    PLAN,
+    STATUS,
+    SubscriptionWorkflow,
+)
 
 
 def ref(type_: str, object_id: str, event_id: str | None = None) -> StripeEventRef:
@@ -106,7 +113,13 @@ async def test_three_failures_then_canceled_with_reminders_at_the_policys_times(
         view = await handle.query(SubscriptionWorkflow.view)
         assert view.status == Status.PAST_DUE and view.next_payment_retry_at is not None
         t0 = view.next_payment_retry_at - POLICY.retry_delays[0]  # the first failure
-        await env.sleep(timedelta(days=6))
+        await env.sleep(POLICY.retry_delays[0] + timedelta(hours=1))
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(STATUS) == "past_due" and attributes.get(DUNNING_ATTEMPT) == 2
+        assert attributes.get(CUSTOMER_ID) == stripe.sub["customer"]
+        assert attributes.get(PLAN) == "starter"
+        assert close(attributes.get(NEXT_ACTION_AT), t0 + sum(POLICY.retry_delays, timedelta()))  # type: ignore[arg-type]
+        await env.sleep(POLICY.retry_delays[1])
         result = await handle.result()
         assert result.status == Status.CANCELED
         await wait_for(lambda: len(mail.sent) >= 3)
@@ -128,6 +141,12 @@ async def test_recovery_mid_dunning_through_a_new_payment_method(env: WorkflowEn
         stripe,
         mail,
     ):
+        metadata = await handle.query("__temporal_workflow_metadata")
+        assert "**past_due**" in metadata.current_details
+        assert "dunning retry 1 of 2" in metadata.current_details
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(STATUS) == "past_due" and attributes.get(DUNNING_ATTEMPT) == 1
+        assert attributes.get(NEXT_ACTION_AT) is not None
         await env.sleep(POLICY.retry_delays[0] + timedelta(hours=1))
         view = await until(handle, lambda v: v.failed_payment_attempts == 2)
         assert view.status == Status.PAST_DUE
