@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import stripe
 from stripe import RequestOptions
@@ -24,6 +24,7 @@ from core.payloads import (
     DateRange,
     DetachPaymentMethod,
     EnsureCustomer,
+    FoundSubscription,
     InvoiceState,
     PayInvoice,
     PaymentMethodInfo,
@@ -235,6 +236,27 @@ class StripeActivities:
         async with _translated():
             sub = await self._stripe.subscriptions.retrieve_async(subscription_id)
         return self._subscription(sub)
+
+    @activity.defn(name="stripe.find_subscription")
+    async def find_subscription(self, customer_id: str) -> FoundSubscription:
+        """The customer and its newest subscription that has not ended (for adoption)."""
+        async with _translated():
+            customer = await self._stripe.customers.retrieve_async(customer_id)
+            subs = await self._stripe.subscriptions.list_async(
+                {"customer": customer_id, "status": "all", "limit": 10}
+            )
+        live = [sub for sub in subs.data if sub.status not in ("canceled", "incomplete_expired")]
+        metadata = cast(dict[str, str], customer.metadata or {})
+        return FoundSubscription(
+            customer=CustomerRef(
+                id=customer.id,
+                user_id=str(customer.metadata["user_id"])
+                if "user_id" in (customer.metadata or ())
+                else "",
+                email=customer.email,
+            ),
+            subscription=self._subscription(live[0]) if live else None,
+        )
 
     # --- invoices ----------------------------------------------------------------------------
 

@@ -173,6 +173,12 @@ class UsageReported(Payload):
     sent: int
 
 
+class FoundSubscription(Payload):
+    customer: CustomerRef
+    # The customer's newest subscription that has not ended, if any.
+    subscription: SubscriptionState | None = None
+
+
 # --- the subscription workflow ---------------------------------------------------------------
 
 
@@ -219,8 +225,8 @@ class SubscriptionView(Payload):
 
     user_id: str
     status: Status
-    plan: Plan
-    interval: Interval
+    plan: Plan | None = None
+    interval: Interval = Interval.MONTHLY
     trial_end: datetime | None = None
     current_period_end: datetime | None = None
     cancel_at_period_end: bool = False

@@ -89,7 +89,7 @@ class BillingState(BaseModel):
     user_id: str
     email: str
     name: str | None = None
-    plan: Plan
+    plan: Plan | None
     interval: Interval
     status: Status = Status.INCOMPLETE
     customer_id: str | None = None
@@ -117,12 +117,15 @@ class StartSubscription(BaseModel):
     """The workflow's one input: the order, the policy, and (after continue-as-new) the state."""
 
     user_id: str
-    email: str
+    email: str = ""
     name: str | None = None
-    plan: Plan
+    plan: Plan | None = None
     interval: Interval = Interval.MONTHLY
     trial_days: int = Field(default=14, ge=0, le=730)
     payment_method_id: str | None = None
+    # Started by a Stripe event for a customer with no running workflow: take over what Stripe
+    # has (a subscription made in the dashboard), or end quietly (a late event).
+    adopt_customer_id: str | None = None
     policy: DunningPolicy = Field(default_factory=DunningPolicy)
     signals_before_continue_as_new: int = 1_000
     state: BillingState | None = None
@@ -173,7 +176,10 @@ class SubscriptionWorkflow:
         if not self.created:
             async with self.lock:
                 try:
-                    await self._subscribe()
+                    if self.start.adopt_customer_id:
+                        await self._adopt(self.start.adopt_customer_id)
+                    else:
+                        await self._subscribe()
                 except ApplicationError as err:
                     self.creation_error = err
                 finally:
@@ -252,22 +258,43 @@ class SubscriptionWorkflow:
                 # A card refused at attach time: subscribe without it; the first charge fails
                 # into dunning (or the trial ends) and the customer is asked for another card.
                 workflow.logger.warning("payment method declined at attach; continuing without")
+        if s.plan is None:
+            raise ApplicationError("a plan is needed", type="InvalidRequest", non_retryable=True)
+        plan = s.plan
         sub = await self._stripe(
             StripeActivities.create_subscription,
             CreateSubscription(
                 customer_id=customer.id,
                 user_id=s.user_id,
-                plan=s.plan,
+                plan=plan,
                 interval=s.interval,
                 trial_days=self.start.trial_days,
                 payment_method_id=s.default_payment_method,
                 idempotency_key=self._key("subscription"),
             ),
-            f"create the {s.plan.value}/{s.interval.value} subscription",
+            f"create the {plan.value}/{s.interval.value} subscription",
         )
         self._apply(sub)
         if sub.latest_invoice_id and sub.status != "trialing":
             await self._check_invoice(sub.latest_invoice_id)
+
+    async def _adopt(self, customer_id: str) -> None:
+        """Re-read the customer from Stripe; a canceled subscription is never resurrected."""
+        found = await self._stripe(
+            StripeActivities.find_subscription,
+            customer_id,
+            f"look up customer {customer_id} and its live subscription",
+        )
+        s = self.state
+        s.customer_id = customer_id
+        s.email = s.email or found.customer.email or ""
+        if found.subscription is None:
+            s.status = Status.CANCELED
+            workflow.logger.info("no live subscription for %s: nothing to adopt", customer_id)
+            return
+        self._apply(found.subscription)
+        if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
+            await self._check_invoice(found.subscription.latest_invoice_id)
 
     async def _on_event(self, ref: StripeEventRef) -> None:
         """A Stripe event: re-read what it points at instead of trusting the order of events."""
@@ -468,7 +495,7 @@ class SubscriptionWorkflow:
         async with self.lock:
             self._check_change(req)
             s = self.state
-            plan, interval = req.plan or s.plan, req.interval or s.interval
+            plan, interval = req.plan or s.plan or Plan.STARTER, req.interval or s.interval
             sub = await self._stripe(
                 StripeActivities.change_subscription,
                 ChangeSubscription(
@@ -495,8 +522,12 @@ class SubscriptionWorkflow:
             )
         if s.status not in (Status.TRIALING, Status.ACTIVE):
             raise _invalid(f"cannot change the plan of a subscription that is {s.status.value}")
+        if (req.plan or s.plan) is None:
+            raise ApplicationError(
+                "give the plan to change to", type="InvalidRequest", non_retryable=True
+            )
         if (req.plan or s.plan, req.interval or s.interval) == (s.plan, s.interval):
-            raise _invalid(f"the subscription is already on {s.plan.value}/{s.interval.value}")
+            raise _invalid(f"the subscription is already on {s.plan}/{s.interval.value}")
 
     @workflow.update
     async def cancel(self, req: Cancel) -> SubscriptionView:
@@ -677,7 +708,7 @@ class SubscriptionWorkflow:
         wanted: dict[str, Any] = {
             USER_ID.name: s.user_id,
             STATUS.name: s.status.value,
-            PLAN.name: s.plan.value,
+            PLAN.name: s.plan.value if s.plan else "",
             DUNNING_ATTEMPT.name: s.failures,
             NEXT_ACTION_AT.name: due,
         }
@@ -697,7 +728,7 @@ class SubscriptionWorkflow:
         if s.status == Status.CANCELED:
             next_line = "**Ended.**"
         workflow.set_current_details(
-            f"**{s.status.value}** · {s.plan.value}/{s.interval.value} · "
+            f"**{s.status.value}** · {s.plan}/{s.interval.value} · "
             f"failed payments {s.failures} of {self.policy.max_failures}"
             f"{' · cancels at period end' if s.cancel_at_period_end else ''}\n\n"
             f"Stripe customer `{s.customer_id}`, subscription `{s.subscription_id}`\n\n{next_line}"
@@ -741,7 +772,7 @@ class SubscriptionWorkflow:
                 idempotency_key=f"{info.workflow_id}/{info.first_execution_run_id}/{kind.value}/{discriminator}",
                 context={
                     "name": s.name or s.email,
-                    "plan": s.plan.value,
+                    "plan": s.plan.value if s.plan else "",
                     "interval": s.interval.value,
                     "summary": summary or f"email: {kind.value}",
                     **context,
