@@ -250,9 +250,7 @@ class StripeActivities:
         return FoundSubscription(
             customer=CustomerRef(
                 id=customer.id,
-                user_id=str(customer.metadata["user_id"])
-                if "user_id" in (customer.metadata or ())
-                else "",
+                user_id=metadata.get("user_id", ""),
                 email=customer.email,
             ),
             subscription=self._subscription(live[0]) if live else None,
