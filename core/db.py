@@ -31,6 +31,21 @@ class NotificationSent(SQLModel, table=True):
     sent_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
 
 
+class WebhookEvent(SQLModel, table=True):
+    """Every Stripe event received, once (audit and replay); the id makes a redelivery a no-op."""
+
+    __tablename__ = "webhook_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=255, unique=True, index=True)
+    type: str = Field(max_length=100)
+    user_id: str | None = Field(default=None, max_length=255, index=True)
+    object_id: str | None = Field(default=None, max_length=255)
+    # processed (signalled to the customer's workflow) or ignored (a type we do not handle).
+    outcome: str = Field(max_length=20)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An async engine; the SQLite file's folder is created if missing."""
     if url.startswith("sqlite") and ":///" in url:

@@ -15,6 +15,8 @@ from core.payloads import Interval, Plan
 # The emulator's default address and key: the embedded development default.
 EMULATOR_API_BASE = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_salesflow_local"
+# Good for local development only; production sets JWT_SECRET.
+DEV_JWT_SECRET = "salesflow-local-development-only"
 
 
 class Settings(BaseSettings):
@@ -64,6 +66,16 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "billing"
+    # How long an API request waits on Temporal before answering 503.
+    temporal_rpc_timeout_seconds: float = 5.0
+
+    # HTTP API: where it listens, its JWT (HS256) secret, how long a call waits for the
+    # customer's workflow to answer, and the accepted age of a webhook's signature.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    api_wait_seconds: float = 30.0
+    webhook_tolerance_seconds: int = 300
 
     # Logging
     log_format: Literal["json", "console"] = "console"

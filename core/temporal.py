@@ -15,12 +15,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.settings import Settings
 
 
-async def connect(settings: Settings) -> Client:
-    """The process's Temporal client."""
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """The process's Temporal client (`lazy` connects on first use)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        lazy=lazy,
     )
 
 

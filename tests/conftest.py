@@ -26,7 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities.stripe import stripe_client
 from core.db import AsyncSession, create_tables, make_engine, sessions
 from core.settings import Settings
+from core.temporal import ensure_search_attributes
 from emulator.seed import seed
+from workflows.subscription import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk_test_salesflow_tests"
@@ -172,3 +174,14 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met in {timeout}s")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
+    yield env
+    await env.shutdown()

@@ -176,7 +176,7 @@ class SubscriptionWorkflow:
         if not self.created:
             async with self.lock:
                 try:
-                    if self.start.adopt_customer_id:
+                    if self.start.adopt_customer_id or self.start.plan is None:
                         await self._adopt(self.start.adopt_customer_id)
                     else:
                         await self._subscribe()
@@ -278,8 +278,11 @@ class SubscriptionWorkflow:
         if sub.latest_invoice_id and sub.status != "trialing":
             await self._check_invoice(sub.latest_invoice_id)
 
-    async def _adopt(self, customer_id: str) -> None:
+    async def _adopt(self, customer_id: str | None) -> None:
         """Re-read the customer from Stripe; a canceled subscription is never resurrected."""
+        if customer_id is None:  # nothing to look up: the event is on record, end quietly
+            self.state.status = Status.CANCELED
+            return
         found = await self._stripe(
             StripeActivities.find_subscription,
             customer_id,

@@ -9,19 +9,14 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.payloads import Interval, Plan, SubscriptionView
-from core.temporal import ensure_search_attributes
-from tests.conftest import BIN
 from tests.workflows.fakes import FakeMailbox, FakeStripe
 from workflows.policy import DunningPolicy
 from workflows.subscription import (
-    SEARCH_ATTRIBUTES,
     StartSubscription,
     SubscriptionWorkflow,
     workflow_id,
@@ -32,17 +27,6 @@ POLICY = DunningPolicy(
     max_failures=3,
     trial_reminder_before=timedelta(days=3),
 )
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
-    yield env
-    await env.shutdown()
 
 
 def order(**overrides: Any) -> StartSubscription:

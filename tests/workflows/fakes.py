@@ -19,6 +19,7 @@ from core.payloads import (
     DetachPaymentMethod,
     Email,
     EnsureCustomer,
+    FoundSubscription,
     InvoiceState,
     PayInvoice,
     PaymentMethodInfo,
@@ -221,6 +222,15 @@ class FakeStripe:
         self._record("get_subscription", subscription_id)
         return self.state()
 
+    @activity.defn(name="stripe.find_subscription")
+    async def find_subscription(self, customer_id: str) -> FoundSubscription:
+        self._record("find_subscription", customer_id)
+        live = self.sub and self.sub["status"] not in ("canceled", "incomplete_expired")
+        return FoundSubscription(
+            customer=CustomerRef(id=customer_id, user_id="", email="adopted@example.com"),
+            subscription=self.state() if live else None,
+        )
+
     @activity.defn(name="stripe.get_invoice")
     async def get_invoice(self, invoice_id: str) -> InvoiceState:
         self._record("get_invoice", invoice_id)
@@ -248,6 +258,7 @@ class FakeStripe:
             self.cancel_subscription,
             self.resume_subscription,
             self.get_subscription,
+            self.find_subscription,
             self.get_invoice,
             self.pay_invoice,
         ]

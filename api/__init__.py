@@ -1,0 +1,1 @@
+"""The HTTP front: starts and steers the customers' workflows, turns webhooks into signals."""

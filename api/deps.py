@@ -1,0 +1,53 @@
+"""Dependencies: the app's one Temporal client, settings, database sessions, the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio.client import Client
+
+from api.auth import InvalidToken, Principal, verify
+from core.db import AsyncSession
+from core.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return factory
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+TemporalDep = Annotated[Client, Depends(_client)]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+
+_bearer = HTTPBearer(auto_error=False, description="JWT (HS256) with `sub`, `exp`, optional `role`")
+
+
+def _principal(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(credentials.credentials, settings)
+    except InvalidToken:
+        raise HTTPException(
+            401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]

@@ -1,0 +1,92 @@
+"""Typed workflow failures to the status codes of API.md."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import HTTPException
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+# ApplicationError types raised by the workflow and its activities.
+STATUS_BY_TYPE = {
+    "InvalidState": 409,
+    "InvalidRequest": 422,
+    "CardDeclined": 402,
+    "IdempotencyConflict": 409,
+}
+
+NOT_FOUND = "no subscription for this user"
+
+
+@asynccontextmanager
+async def steering(
+    wait_seconds: float, client: Client | None = None, workflow_id: str | None = None
+) -> AsyncIterator[None]:
+    """Run a call on a customer's workflow; answer its failures as HTTP errors.
+
+    Given the workflow (`client`, `workflow_id`), a call on a workflow that has ended (the subscription was
+    canceled) answers 409, and one on a workflow that never existed 404.
+    """
+    try:
+        async with asyncio.timeout(wait_seconds):
+            yield
+    except (WorkflowUpdateFailedError, WorkflowFailureError) as err:
+        raise _from_cause(err.cause) from err
+    except WorkflowAlreadyStartedError as err:
+        raise HTTPException(
+            409, "the user already has a subscription that is not canceled"
+        ) from err
+    except WorkflowQueryFailedError as err:
+        raise HTTPException(503, f"the subscription could not be read: {err}") from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.ALREADY_EXISTS:
+            raise HTTPException(
+                409, "the user already has a subscription that is not canceled"
+            ) from err
+        if err.status == RPCStatusCode.NOT_FOUND:
+            if client and workflow_id and await _has_ended(client, workflow_id):
+                raise HTTPException(409, "the subscription is canceled") from err
+            raise HTTPException(404, NOT_FOUND) from err
+        raise HTTPException(503, "the billing engine is unavailable; try again") from err
+    except (
+        TimeoutError,
+        RPCTimeoutOrCancelledError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+    ) as err:
+        raise HTTPException(503, "the billing engine did not answer in time; try again") from err
+
+
+async def _has_ended(client: Client, workflow_id: str) -> bool:
+    # The raw description: only the status is needed, nothing else decoded.
+    request = DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+    )
+    try:
+        described = await client.workflow_service.describe_workflow_execution(request)
+    except RPCError:
+        return False
+    return described.workflow_execution_info.status != WorkflowExecutionStatus.RUNNING.value
+
+
+def _from_cause(cause: BaseException | None) -> HTTPException:
+    # An activity's failure arrives wrapped: ActivityError -> ApplicationError.
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    if cause is None:
+        return HTTPException(502, "the billing engine failed")
+    status = STATUS_BY_TYPE.get(cause.type or "", 502)
+    return HTTPException(status, cause.message)

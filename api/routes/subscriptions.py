@@ -1,0 +1,200 @@
+"""Subscriptions: thin routes that start, steer and read the customer's workflow."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from api.auth import Principal
+from api.deps import PrincipalDep, SettingsDep, TemporalDep
+from api.errors import NOT_FOUND, steering
+from api.schemas import (
+    ChangeSubscriptionRequest,
+    CreateSubscriptionRequest,
+    PaymentMethodOut,
+    PaymentMethodRequest,
+    Problem,
+    SubscriptionOut,
+)
+from core.payloads import Cancel, ChangePlan, RemovePaymentMethod, SetPaymentMethod
+from workflows.policy import DunningPolicy
+from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+
+router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or invalid bearer token"},
+    404: {"model": Problem, "description": "No subscription for this user (or not yours)"},
+    503: {"model": Problem, "description": "The billing engine is unavailable; retry"},
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "The subscription's state forbids this"}
+}
+
+
+def _owned(principal: Principal, user_id: str) -> str:
+    """Another user's id answers 404, so ids cannot be probed."""
+    if not principal.may_act_for(user_id):
+        raise HTTPException(404, NOT_FOUND)
+    return workflow_id(user_id)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SubscriptionOut,
+    responses={
+        **ERRORS,
+        **CONFLICT,
+        402: {"model": Problem, "description": "Card declined"},
+        403: {"model": Problem, "description": "Only admins may pass user_id"},
+        422: {"model": Problem, "description": "Invalid request (e.g. unknown plan)"},
+    },
+)
+async def create_subscription(
+    body: CreateSubscriptionRequest,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> SubscriptionOut:
+    """Start the customer's workflow; answers once the Stripe subscription exists."""
+    user_id = body.user_id or principal.user_id
+    if user_id != principal.user_id and not principal.admin:
+        raise HTTPException(403, "only admins may act for another user")
+    start = StartSubscription(
+        user_id=user_id,
+        email=body.email,
+        name=body.name,
+        plan=body.plan,
+        interval=body.interval,
+        trial_days=body.trial_days,
+        payment_method_id=body.payment_method_id,
+        policy=DunningPolicy.from_settings(settings),
+    )
+    operation = WithStartWorkflowOperation(
+        SubscriptionWorkflow.run,
+        start,
+        id=workflow_id(user_id),
+        task_queue=settings.temporal_task_queue,
+        # A live subscription is a conflict; a new one after a cancellation is a new run.
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    try:
+        async with steering(settings.api_wait_seconds):
+            view = await client.execute_update_with_start_workflow(
+                SubscriptionWorkflow.subscription_ready, start_workflow_operation=operation
+            )
+    except HTTPException:
+        with suppress(Exception):  # the start's own outcome is the same error: consume it
+            await operation.workflow_handle()
+        raise
+    return SubscriptionOut.of(view)
+
+
+@router.get("/{user_id}", response_model=SubscriptionOut, responses=ERRORS)
+async def get_subscription(
+    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+) -> SubscriptionOut:
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        view = await handle.query(
+            SubscriptionWorkflow.view, rpc_timeout=timedelta(seconds=settings.api_wait_seconds)
+        )
+    return SubscriptionOut.of(view)
+
+
+@router.patch("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+async def change_subscription(
+    user_id: str,
+    body: ChangeSubscriptionRequest,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> SubscriptionOut:
+    """Change plan and/or interval, with the given proration behaviour."""
+    if body.plan is None and body.interval is None:
+        raise HTTPException(422, "give a plan, an interval or both")
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    change = ChangePlan(
+        plan=body.plan, interval=body.interval, proration_behavior=body.proration_behavior
+    )
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        view = await handle.execute_update(SubscriptionWorkflow.change_plan, change)
+    return SubscriptionOut.of(view)
+
+
+@router.delete("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+async def cancel_subscription(
+    user_id: str,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    at_period_end: Annotated[bool, Query()] = True,
+) -> SubscriptionOut:
+    """Cancel at the end of the period (default) or now."""
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        view = await handle.execute_update(
+            SubscriptionWorkflow.cancel, Cancel(at_period_end=at_period_end)
+        )
+    return SubscriptionOut.of(view)
+
+
+@router.post("/{user_id}/resume", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+async def resume_subscription(
+    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+) -> SubscriptionOut:
+    """Undo a cancel scheduled for the end of the period."""
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        view = await handle.execute_update(SubscriptionWorkflow.resume)
+    return SubscriptionOut.of(view)
+
+
+@router.post(
+    "/{user_id}/payment-methods",
+    response_model=PaymentMethodOut,
+    responses={**ERRORS, **CONFLICT, 402: {"model": Problem, "description": "Card declined"}},
+)
+async def add_payment_method(
+    user_id: str,
+    body: PaymentMethodRequest,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> PaymentMethodOut:
+    """Attach a payment method and make it the default (in dunning, the payment is retried)."""
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        info = await handle.execute_update(
+            SubscriptionWorkflow.set_payment_method,
+            SetPaymentMethod(payment_method_id=body.payment_method_id),
+        )
+    return PaymentMethodOut.of(info)
+
+
+@router.delete(
+    "/{user_id}/payment-methods/{payment_method_id}",
+    status_code=204,
+    response_class=Response,
+    responses={**ERRORS, **CONFLICT},
+)
+async def remove_payment_method(
+    user_id: str,
+    payment_method_id: str,
+    principal: PrincipalDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+) -> Response:
+    handle = client.get_workflow_handle(_owned(principal, user_id))
+    async with steering(settings.api_wait_seconds, client, handle.id):
+        await handle.execute_update(
+            SubscriptionWorkflow.remove_payment_method,
+            RemovePaymentMethod(payment_method_id=payment_method_id),
+        )
+    return Response(status_code=204)

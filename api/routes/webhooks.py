@@ -1,0 +1,165 @@
+"""Stripe webhooks: verify the raw body, record the event once, signal-with-start, answer.
+
+No Stripe call and no waiting on the workflow here: the workflow re-reads what the event
+points at. 2xx only once the event is recorded and handed to Temporal; 5xx otherwise, so
+Stripe retries. A valid event of a type we do not handle is 200 "ignored", never 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import stripe
+import structlog
+from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy.exc import IntegrityError
+from temporalio.client import RPCTimeoutOrCancelledError
+from temporalio.service import RPCError
+
+from api.deps import SessionsDep, SettingsDep, TemporalDep
+from api.schemas import Problem, WebhookOut
+from core.db import WebhookEvent
+from core.payloads import StripeEventRef
+from core.settings import Settings
+from workflows.policy import DunningPolicy
+from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+
+router = APIRouter(prefix="/stripe/webhooks", tags=["webhooks"])
+log = structlog.get_logger("api.webhooks")
+
+HANDLED = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.trial_will_end",
+        "invoice.payment_succeeded",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "customer.created",
+        "customer.updated",
+    }
+)
+
+
+def verified_event(payload: bytes, header: str | None, settings: Settings) -> dict[str, Any]:
+    """The event if the signature matches one of the configured secrets (rotation)."""
+    if not header:
+        raise HTTPException(400, "missing Stripe-Signature header")
+    text = payload.decode("utf-8", "replace")
+    for secret in settings.stripe_webhook_secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                text, header, secret.get_secret_value(), settings.webhook_tolerance_seconds
+            )
+            break
+        except stripe.SignatureVerificationError:
+            continue
+    else:
+        raise HTTPException(400, "invalid signature or timestamp outside the tolerance")
+    try:
+        event = json.loads(text)
+        if event.get("object") != "event":
+            raise ValueError("not an event")
+        event["id"], event["type"], event["created"], event["data"]["object"]["id"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise HTTPException(400, "the body is not a Stripe event") from None
+    return event
+
+
+def user_of(obj: dict[str, Any]) -> str | None:
+    """The SalesFlow user an object belongs to, from the metadata we put on Stripe objects."""
+    metadata = obj.get("metadata") or {}
+    if obj.get("object") == "invoice":
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        metadata = details.get("metadata") or {}
+    user = metadata.get("user_id")
+    return user if isinstance(user, str) and user else None
+
+
+def customer_of(obj: dict[str, Any]) -> str | None:
+    if obj.get("object") == "customer":
+        return str(obj["id"])
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    return customer if isinstance(customer, str) else None
+
+
+@router.post(
+    "",
+    response_model=WebhookOut,
+    responses={
+        400: {"model": Problem, "description": "Missing, bad or stale signature; not an event"},
+        503: {
+            "model": Problem,
+            "description": "Could not hand the event to Temporal; Stripe retries",
+        },
+    },
+)
+async def receive(
+    request: Request, settings: SettingsDep, client: TemporalDep, sessions: SessionsDep
+) -> WebhookOut:
+    """Receive one Stripe event."""
+    event = verified_event(await request.body(), request.headers.get("Stripe-Signature"), settings)
+    obj = event["data"]["object"]
+    user_id = user_of(obj)
+    handled = event["type"] in HANDLED and user_id is not None
+    row = WebhookEvent(
+        event_id=event["id"],
+        type=event["type"],
+        user_id=user_id,
+        object_id=obj["id"],
+        outcome="processed" if handled else "ignored",
+    )
+    bound = log.bind(event_id=event["id"], event_type=event["type"], user_id=user_id)
+    async with sessions() as session:
+        session.add(row)
+        try:
+            await session.flush()
+        except IntegrityError:
+            bound.info("webhook duplicate")
+            return WebhookOut(status="duplicate", event_type=event["type"])
+        if handled and user_id:
+            ref = StripeEventRef(
+                id=event["id"],
+                type=event["type"],
+                created=datetime.fromtimestamp(event["created"], UTC),
+                object_id=obj["id"],
+                customer_id=customer_of(obj),
+            )
+            try:
+                await _signal_with_start(client, settings, user_id, ref)
+            except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
+                await session.rollback()
+                bound.warning("webhook not handed to Temporal", error=str(err))
+                raise HTTPException(503, "could not hand the event to the billing engine") from err
+        await session.commit()
+    bound.info("webhook " + row.outcome)
+    return WebhookOut(status="processed" if handled else "ignored", event_type=event["type"])
+
+
+async def _signal_with_start(
+    client: Any, settings: Settings, user_id: str, ref: StripeEventRef
+) -> None:
+    """Signal the customer's workflow, starting it (to adopt what Stripe has) if none runs."""
+    await client.start_workflow(
+        SubscriptionWorkflow.run,
+        StartSubscription(
+            user_id=user_id,
+            adopt_customer_id=ref.customer_id,
+            policy=DunningPolicy.from_settings(settings),
+        ),
+        id=workflow_id(user_id),
+        task_queue=settings.temporal_task_queue,
+        start_signal="stripe_event",
+        start_signal_args=[ref],
+        rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+    )
+
+
+@router.get("/health")
+async def webhooks_health() -> dict[str, str]:
+    return {"status": "healthy", "service": "stripe-webhooks"}

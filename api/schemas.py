@@ -1,0 +1,99 @@
+"""The HTTP contract (../shared/API.md): request and answer bodies, mapped to wire payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from core.payloads import (
+    Interval,
+    PaymentMethodInfo,
+    Plan,
+    ProrationBehavior,
+    Status,
+    SubscriptionView,
+)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateSubscriptionRequest(Body):
+    plan: Plan
+    interval: Interval = Interval.MONTHLY
+    trial_days: int = Field(default=14, ge=0, le=730)
+    payment_method_id: str | None = Field(
+        default=None, pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255
+    )
+    email: EmailStr
+    name: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(
+        default=None, description="Admins only: act for this user.", max_length=255
+    )
+
+
+class ChangeSubscriptionRequest(Body):
+    plan: Plan | None = None
+    interval: Interval | None = None
+    proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+
+
+class PaymentMethodRequest(Body):
+    payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255)
+
+
+class SubscriptionOut(BaseModel):
+    """The subscription view. Times are ISO 8601 in UTC."""
+
+    user_id: str
+    status: Status
+    plan: Plan | None
+    interval: Interval
+    trial_end: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    failed_payment_attempts: int
+    next_payment_retry_at: datetime | None
+    stripe_customer_id: str | None
+    stripe_subscription_id: str | None
+    workflow_id: str
+
+    @classmethod
+    def of(cls, view: SubscriptionView) -> SubscriptionOut:
+        return cls(**view.model_dump())
+
+
+class CardOut(BaseModel):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class PaymentMethodOut(BaseModel):
+    id: str
+    type: str
+    card: CardOut | None
+
+    @classmethod
+    def of(cls, info: PaymentMethodInfo) -> PaymentMethodOut:
+        return cls(
+            id=info.id,
+            type=info.type,
+            card=CardOut(**info.card.model_dump()) if info.card else None,
+        )
+
+
+class WebhookOut(BaseModel):
+    status: Literal["processed", "duplicate", "ignored"]
+    event_type: str
+
+
+class Problem(BaseModel):
+    """Every error answer."""
+
+    detail: str
+    code: str | None = None
