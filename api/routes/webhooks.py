@@ -7,6 +7,7 @@ Stripe retries. A valid event of a type we do not handle is 200 "ignored", never
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,7 +132,8 @@ async def receive(
                 customer_id=customer_of(obj),
             )
             try:
-                await _signal_with_start(client, settings, user_id, ref)
+                async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
+                    await _signal_with_start(client, settings, user_id, ref)
             except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
                 await session.rollback()
                 bound.warning("webhook not handed to Temporal", error=str(err))

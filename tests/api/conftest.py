@@ -56,6 +56,11 @@ class Api:
     settings: Settings
     env: WorkflowEnvironment
 
+    def stripe_now(self) -> Any:
+        from datetime import UTC, datetime, timedelta
+
+        return datetime.now(UTC) + timedelta(days=30)
+
     def auth(self, user_id: str, admin: bool = False) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint(user_id, self.settings, admin=admin)}"}
 

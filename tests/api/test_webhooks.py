@@ -1,0 +1,199 @@
+"""Stripe webhooks: signed independently here with Stripe's scheme, turned into signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import select
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.db import WebhookEvent, make_engine, sessions
+from tests.api.conftest import ROLLED, SECRET, Api, app_settings, event, sign
+from tests.conftest import BIN
+
+
+def invoice(user_id: str, invoice_id: str) -> dict[str, Any]:
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "customer": f"cus_{user_id}",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {
+                "subscription": f"sub_{user_id}",
+                "metadata": {"user_id": user_id},
+            },
+        },
+    }
+
+
+def subscription(user_id: str) -> dict[str, Any]:
+    return {
+        "id": f"sub_{user_id}",
+        "object": "subscription",
+        "customer": f"cus_{user_id}",
+        "metadata": {"user_id": user_id},
+    }
+
+
+async def view(api: Api, user_id: str) -> dict[str, Any]:
+    response = await api.http.get(f"/stripe/subscriptions/{user_id}", headers=api.auth(user_id))
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def eventually_view(api: Api, user_id: str, **expected: Any) -> dict[str, Any]:
+    for _ in range(200):
+        current = await view(api, user_id)
+        if all(current[k] == v for k, v in expected.items()):
+            return current
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"view never matched {expected}: {current}")
+
+
+async def recorded(api: Api) -> list[WebhookEvent]:
+    engine = make_engine(api.settings.database_url)
+    async with sessions(engine)() as session:
+        rows = list((await session.exec(select(WebhookEvent))).all())
+    await engine.dispose()
+    return rows
+
+
+async def test_a_failed_payment_webhook_reaches_the_workflow_once(api: Api) -> None:
+    assert (await api.subscribe("wendy")).status_code == 201
+    failed_invoice = api.stripe.renew(paid=False)
+    payload = event("invoice.payment_failed", invoice("wendy", failed_invoice), "evt_wendy_1")
+    first = await api.webhook(payload)
+    assert first.status_code == 200 and first.json() == {
+        "status": "processed",
+        "event_type": "invoice.payment_failed",
+    }
+    await eventually_view(api, "wendy", status="past_due", failed_payment_attempts=1)
+    # Stripe delivers it again: recorded once, counted once.
+    again = await api.webhook(payload)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert (await view(api, "wendy"))["failed_payment_attempts"] == 1
+    rows = [r for r in await recorded(api) if r.event_id == "evt_wendy_1"]
+    assert [(r.type, r.user_id, r.outcome, r.object_id) for r in rows] == [
+        ("invoice.payment_failed", "wendy", "processed", failed_invoice)
+    ]
+
+
+async def test_types_we_do_not_handle_are_200_ignored(api: Api) -> None:
+    charge = {"id": "ch_1", "object": "charge", "customer": "cus_x", "metadata": {"user_id": "x"}}
+    response = await api.webhook(event("charge.succeeded", charge))
+    assert response.status_code == 200 and response.json() == {
+        "status": "ignored",
+        "event_type": "charge.succeeded",
+    }
+    # A handled type about an object that is not ours (no user metadata) is ignored too.
+    stranger = {"id": "cus_stranger", "object": "customer", "metadata": {}}
+    assert (await api.webhook(event("customer.updated", stranger))).json()["status"] == "ignored"
+    assert {r.outcome for r in await recorded(api)} == {"ignored"}
+
+
+async def test_bad_signatures_and_bodies_are_400(api: Api) -> None:
+    payload = event(
+        "customer.updated", {"id": "cus_a", "object": "customer", "metadata": {"user_id": "a"}}
+    )
+    post = api.http.post
+    assert (await post("/stripe/webhooks", content=payload)).status_code == 400  # no header
+    for header in ("garbage", "t=1,v1=abc", sign(payload, "whsec_someone_else")):
+        assert (
+            await post("/stripe/webhooks", content=payload, headers={"Stripe-Signature": header})
+        ).status_code == 400
+    stale = await api.webhook(payload, timestamp=int(time.time()) - 301)
+    assert stale.status_code == 400 and "tolerance" in stale.json()["detail"]
+    tampered = payload.replace(b'"user_id": "a"', b'"user_id": "b"')
+    response = await post(
+        "/stripe/webhooks", content=tampered, headers={"Stripe-Signature": sign(payload, SECRET)}
+    )
+    assert response.status_code == 400
+    for body in (
+        b'{"hello": "world"}',
+        b"not json at all",
+        json.dumps({"object": "event", "id": "evt_x"}).encode(),
+    ):
+        assert (await api.webhook(body)).status_code == 400, body
+    assert await recorded(api) == []
+
+
+async def test_a_second_secret_is_accepted_during_rotation(api: Api) -> None:
+    payload = event("customer.updated", {"id": "cus_r", "object": "customer", "metadata": {}})
+    assert (await api.webhook(payload, secret=ROLLED)).status_code == 200
+
+
+async def test_an_event_for_a_customer_with_no_workflow_adopts_the_live_subscription(
+    api: Api,
+) -> None:
+    # A subscription made in the Stripe dashboard: no workflow runs for this user yet.
+    api.stripe.sub = {
+        "id": "sub_zoe",
+        "customer": "cus_zoe",
+        "plan": "pro",
+        "interval": "monthly",
+        "status": "active",
+        "cancel_at_period_end": False,
+        "trial_end": None,
+        "period_end": api.stripe_now(),
+    }
+    response = await api.webhook(event("customer.subscription.created", subscription("zoe")))
+    assert response.status_code == 200 and response.json()["status"] == "processed"
+    adopted = await eventually_view(api, "zoe", status="active")
+    assert (adopted["stripe_subscription_id"], adopted["stripe_customer_id"], adopted["plan"]) == (
+        "sub_zoe",
+        "cus_zoe",
+        "pro",
+    )
+    assert "find_subscription" in api.stripe.names()
+
+
+async def test_a_late_event_never_resurrects_a_canceled_subscription(api: Api) -> None:
+    assert (await api.subscribe("yann")).status_code == 201
+    old_invoice = api.stripe.sub["latest_invoice"]
+    canceled = await api.http.delete(
+        "/stripe/subscriptions/yann", params={"at_period_end": "false"}, headers=api.auth("yann")
+    )
+    assert canceled.json()["status"] == "canceled"
+    late = await api.webhook(event("invoice.paid", invoice("yann", old_invoice)))
+    assert late.status_code == 200
+    await eventually_view(api, "yann", status="canceled")
+    handle = api.env.client.get_workflow_handle("subscription-yann")
+    assert (await handle.result())["status"] == "canceled"  # the new run ended quietly
+    assert api.stripe.names().count("create_subscription") == 1
+
+
+async def test_webhook_while_temporal_is_stopped_is_503(tmp_path: Path) -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    settings = app_settings(tmp_path, f"billing-{uuid.uuid4()}")
+    app = create_app(settings, temporal=env.client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        await env.shutdown()
+        payload = event(
+            "customer.updated",
+            {"id": "cus_s", "object": "customer", "metadata": {"user_id": "s"}},
+            "evt_down",
+        )
+        response = await http.post(
+            "/stripe/webhooks", content=payload, headers={"Stripe-Signature": sign(payload, SECRET)}
+        )
+        assert response.status_code == 503
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["temporal"].startswith("error")
+        async with sessions(make_engine(settings.database_url))() as session:
+            # Not recorded, so Stripe's retry is processed when Temporal is back.
+            assert (await session.exec(select(WebhookEvent))).all() == []
