@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from activities import activities_of
 from activities.notify import NotifyActivities
 from activities.stripe import StripeActivities, stripe_client
-from core.db import create_tables, make_engine, sessions
+from core.db import make_engine, sessions
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect, ensure_search_attributes
@@ -30,7 +30,6 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings)
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
     engine = make_engine(settings.database_url)
-    await create_tables(engine)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,

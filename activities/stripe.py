@@ -342,6 +342,9 @@ class StripeActivities:
             canceled_at=_ts(sub.canceled_at),
             default_payment_method=_id(sub.default_payment_method),
             latest_invoice_id=_id(sub.latest_invoice),
+            amount_minor=(item.price.unit_amount or 0) * (item.quantity or 1),
+            currency=sub.currency,
+            started_at=_ts(sub.start_date),
         )
 
 

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from api.cards import RefuseCardNumbers
 from api.routes import health, subscriptions, webhooks
-from core.db import create_tables, make_engine, sessions
+from core.db import make_engine, sessions
 from core.logging import redact
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -29,7 +29,6 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        await create_tables(engine)
         app.state.sessions = sessions(engine)
         # Lazy: the API starts while Temporal is down and /readyz says so.
         app.state.temporal = temporal or await connect(settings, lazy=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column, DateTime, UniqueConstraint
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,6 +17,77 @@ def utcnow() -> datetime:
 
 def _when(**kwargs: object) -> Column:
     return Column(DateTime(timezone=True), **kwargs)  # type: ignore[arg-type]
+
+
+class Customer(SQLModel, table=True):
+    """SalesFlow user <-> Stripe customer."""
+
+    __tablename__ = "customers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=255, unique=True, index=True)
+    stripe_customer_id: str = Field(max_length=255, unique=True, index=True)
+    email: str | None = Field(default=None, max_length=320)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
+class SubscriptionRecord(SQLModel, table=True):
+    """The subscriptions read model, kept current by the customer's workflow."""
+
+    __tablename__ = "subscriptions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    stripe_subscription_id: str = Field(max_length=255, unique=True, index=True)
+    user_id: str = Field(max_length=255, index=True)
+    status: str = Field(max_length=20, index=True)
+    plan: str | None = Field(default=None, max_length=20)
+    interval: str = Field(max_length=10)
+    # The recurring price, in minor units per interval (MRR counts yearly as 1/12).
+    amount_minor: int = 0
+    currency: str = Field(default="usd", max_length=3)
+    current_period_end: datetime | None = Field(default=None, sa_column=_when(nullable=True))
+    cancel_at_period_end: bool = False
+    dunning_attempt: int = 0
+    started_at: datetime = Field(sa_column=_when(nullable=False, index=True))
+    canceled_at: datetime | None = Field(default=None, sa_column=_when(nullable=True, index=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
+class Payment(SQLModel, table=True):
+    """The payments ledger: every invoice payment success, failure and refund."""
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("invoice_id", "attempt", "kind", name="uq_payment_attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(max_length=255, index=True)
+    attempt: int
+    # succeeded, failed or refunded
+    kind: str = Field(max_length=10, index=True)
+    amount_minor: int
+    currency: str = Field(max_length=3)
+    user_id: str = Field(max_length=255, index=True)
+    stripe_customer_id: str | None = Field(default=None, max_length=255)
+    # A success that ended dunning (the invoice had failed before).
+    recovered: bool = False
+    occurred_at: datetime = Field(sa_column=_when(nullable=False, index=True))
+
+
+class UsageRecord(SQLModel, table=True):
+    """Metered usage as posted to the API; reported to Stripe in batches by a schedule."""
+
+    __tablename__ = "usage_records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=255, unique=True, index=True)
+    user_id: str = Field(max_length=255, index=True)
+    stripe_customer_id: str = Field(max_length=255)
+    metric: str = Field(max_length=100)
+    # The billing meter's event name the metric maps to (settings.stripe_meter_events).
+    event_name: str = Field(max_length=100)
+    quantity: int
+    occurred_at: datetime = Field(sa_column=_when(nullable=False))
+    reported_at: datetime | None = Field(default=None, sa_column=_when(nullable=True, index=True))
 
 
 class NotificationSent(SQLModel, table=True):
@@ -57,9 +128,3 @@ def make_engine(url: str) -> AsyncEngine:
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-
-
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create missing tables (development and tests)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)

@@ -142,6 +142,10 @@ class SubscriptionState(Payload):
     canceled_at: datetime | None = None
     default_payment_method: str | None = None
     latest_invoice_id: str | None = None
+    # The recurring price of its item, in minor units per interval.
+    amount_minor: int = 0
+    currency: str = "usd"
+    started_at: datetime | None = None
 
 
 class InvoiceState(Payload):
@@ -251,3 +255,60 @@ class Email(Payload):
     # The same key on every retry: a retried activity does not mail twice.
     idempotency_key: str
     context: dict[str, str] = {}
+
+
+# --- the database (ledger and read model), written by activities ----------------------------
+
+
+class CustomerEntry(Payload):
+    user_id: str
+    stripe_customer_id: str
+    email: str | None = None
+
+
+class SubscriptionSnapshot(Payload):
+    stripe_subscription_id: str
+    user_id: str
+    status: str
+    plan: str | None
+    interval: str
+    amount_minor: int
+    currency: str
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    dunning_attempt: int
+    started_at: datetime
+    canceled_at: datetime | None = None
+
+
+class LedgerEntry(Payload):
+    invoice_id: str
+    attempt: int
+    kind: str  # succeeded, failed or refunded
+    amount_minor: int
+    currency: str
+    user_id: str
+    stripe_customer_id: str | None = None
+    recovered: bool = False
+    occurred_at: datetime
+
+
+class Record(Payload):
+    """One write for the database, queued by the workflow and sent in order."""
+
+    customer: CustomerEntry | None = None
+    subscription: SubscriptionSnapshot | None = None
+    payment: LedgerEntry | None = None
+
+
+class UsageItem(Payload):
+    id: int
+    event_name: str
+    stripe_customer_id: str
+    quantity: int
+    occurred_at: datetime
+
+
+class UsageRun(Payload):
+    batch_size: int = 100
+    max_batches: int = 50

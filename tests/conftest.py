@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -19,12 +22,14 @@ import httpx
 import pytest
 import stripe
 from aiosmtpd.controller import Controller
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.stripe import stripe_client
-from core.db import AsyncSession, create_tables, make_engine, sessions
+from core.db import AsyncSession, make_engine, sessions
+from core.migrate import upgrade_async
 from core.settings import Settings
 from core.temporal import ensure_search_attributes
 from emulator.seed import seed
@@ -159,10 +164,43 @@ def smtp_sink() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
+def _database_kinds() -> list[str]:
+    return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+@contextmanager
+def _fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+    import psycopg
+
+    server = make_url(os.environ["TEST_DATABASE_URL"])
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"billing_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=_database_kinds())
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database: SQLite always, PostgreSQL too when TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.sqlite3'}"
+        await upgrade_async(url)
+        yield url
+        return
+    with _fresh_postgres_database() as url:
+        await upgrade_async(url)
+        yield url
+
+
 @pytest.fixture
-async def db_sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.sqlite3'}")
-    await create_tables(engine)
+async def db_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(database_url)
     yield sessions(engine)
     await engine.dispose()
 
@@ -185,3 +223,13 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that configures the service's logging: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

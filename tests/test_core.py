@@ -47,7 +47,9 @@ def test_price_ids_by_plan_and_interval() -> None:
         settings.price_id(Plan.STARTER, Interval.MONTHLY)
 
 
-def test_json_logs_redact_secrets_and_card_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_logs_redact_secrets_and_card_numbers(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
     import structlog
 
     configure_logging(Settings(_env_file=None, log_format="json"))  # type: ignore[call-arg]

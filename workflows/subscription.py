@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
+    from activities.store import StoreActivities
     from activities.stripe import StripeActivities
     from core.payloads import (
         AttachPaymentMethod,
@@ -28,21 +29,25 @@ with workflow.unsafe.imports_passed_through():
         ChangePlan,
         ChangeSubscription,
         CreateSubscription,
+        CustomerEntry,
         DetachPaymentMethod,
         Email,
         EmailKind,
         EnsureCustomer,
         Interval,
         InvoiceState,
+        LedgerEntry,
         PayInvoice,
         PaymentMethodInfo,
         Plan,
+        Record,
         RemovePaymentMethod,
         ResumeSubscription,
         SetDefaultPaymentMethod,
         SetPaymentMethod,
         Status,
         StripeEventRef,
+        SubscriptionSnapshot,
         SubscriptionState,
         SubscriptionView,
     )
@@ -66,6 +71,10 @@ STRIPE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
+)
+STORE_TIMEOUT = timedelta(seconds=30)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)
 )
 EMAIL_TIMEOUT = timedelta(seconds=60)
 EMAIL_RETRY = RetryPolicy(
@@ -98,6 +107,10 @@ class BillingState(BaseModel):
     cancel_at_period_end: bool = False
     trial_end: datetime | None = None
     current_period_end: datetime | None = None
+    amount_minor: int = 0
+    currency: str = "usd"
+    started_at: datetime | None = None
+    canceled_at: datetime | None = None
     failures: int = 0
     dunning_invoice_id: str | None = None
     next_retry_at: datetime | None = None
@@ -110,6 +123,8 @@ class BillingState(BaseModel):
     # Emails waiting to go out; sent one by one in the background so a mail outage never
     # holds up a payment step or an API call.
     outbox: list[Email] = Field(default_factory=list)
+    # Ledger and read-model writes waiting to go to the database, in order, likewise.
+    records: list[Record] = Field(default_factory=list)
     writes: int = 0
 
 
@@ -160,17 +175,22 @@ class SubscriptionWorkflow:
         self.changed = False
         self.signals_this_run = 0
         self.published: dict[str, Any] = {}
+        self.snapshot: SubscriptionSnapshot | None = None
         self.next_action = ""
 
     # --- the lifecycle ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, start: StartSubscription) -> SubscriptionView:
-        mailer = asyncio.create_task(self._mailer())
+        senders = [
+            asyncio.create_task(self._drain(self.state.outbox, self._send_email)),
+            asyncio.create_task(self._drain(self.state.records, self._write_record)),
+        ]
         try:
             return await self._lifecycle()
         finally:
-            mailer.cancel()
+            for sender in senders:
+                sender.cancel()
 
     async def _lifecycle(self) -> SubscriptionView:
         if not self.created:
@@ -215,28 +235,54 @@ class SubscriptionWorkflow:
             async with self.lock:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
                     await self._on_event(self.state.pending_events.pop(0))
-        await self._quiesce()
-        self._publish(None, "")
-        return self._view()
+        # The final state goes to the read model too; then wait for every queued write.
+        while True:
+            self._publish(None, "")
+            await self._quiesce()
+            if not self.state.records:
+                return self._view()
 
     async def _quiesce(self) -> None:
         """Before ending or continuing as new: handlers finished, every email sent."""
         await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() and not self.state.outbox
+            lambda: (
+                workflow.all_handlers_finished()
+                and not self.state.outbox
+                and not self.state.records
+            )
         )
 
-    async def _mailer(self) -> None:
+    async def _drain(self, queue: list[T], send: Callable[[T], Awaitable[None]]) -> None:
+        """Send a queue's items one by one, in order, in the background."""
         while True:
-            await workflow.wait_condition(lambda: bool(self.state.outbox))
-            email = self.state.outbox[0]
-            await workflow.execute_activity_method(
-                NotifyActivities.send_email,
-                email,
-                start_to_close_timeout=EMAIL_TIMEOUT,
-                retry_policy=EMAIL_RETRY,
-                summary=email.context.get("summary") or f"email: {email.kind.value}",
-            )
-            self.state.outbox.pop(0)
+            await workflow.wait_condition(lambda: bool(queue))
+            await send(queue[0])
+            queue.pop(0)
+
+    async def _send_email(self, email: Email) -> None:
+        await workflow.execute_activity_method(
+            NotifyActivities.send_email,
+            email,
+            start_to_close_timeout=EMAIL_TIMEOUT,
+            retry_policy=EMAIL_RETRY,
+            summary=email.context.get("summary") or f"email: {email.kind.value}",
+        )
+
+    async def _write_record(self, record: Record) -> None:
+        what = (
+            f"ledger: {record.payment.kind} {record.payment.invoice_id}"
+            if record.payment
+            else "read model: subscription"
+            if record.subscription
+            else "customer mapping"
+        )
+        await workflow.execute_activity_method(
+            StoreActivities.record,
+            record,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+            summary=what,
+        )
 
     async def _subscribe(self) -> None:
         """Create (or find) the Stripe customer, attach the card, create the subscription."""
@@ -249,6 +295,7 @@ class SubscriptionWorkflow:
             "create or find the Stripe customer",
         )
         s.customer_id = customer.id
+        self._record_customer()
         if self.start.payment_method_id:
             try:
                 await self._attach(self.start.payment_method_id)
@@ -291,6 +338,7 @@ class SubscriptionWorkflow:
         s = self.state
         s.customer_id = customer_id
         s.email = s.email or found.customer.email or ""
+        self._record_customer()
         if found.subscription is None:
             s.status = Status.CANCELED
             workflow.logger.info("no live subscription for %s: nothing to adopt", customer_id)
@@ -364,6 +412,8 @@ class SubscriptionWorkflow:
         if recovered:
             workflow.logger.info("payment recovered after %d failed attempts", s.failures)
         self._end_dunning()
+        if inv.amount_paid > 0:
+            self._record_payment(inv, "succeeded", inv.amount_paid, recovered=recovered)
         if inv.amount_paid > 0 and inv.id not in s.receipted_invoices:
             s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
             self._email(
@@ -380,6 +430,7 @@ class SubscriptionWorkflow:
         if attempt in s.counted_attempts:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
+        self._record_payment(inv, "failed", inv.amount_due)
         s.failures += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
@@ -430,6 +481,7 @@ class SubscriptionWorkflow:
             )
             self._apply(sub)
         s.status = Status.CANCELED
+        s.canceled_at = s.canceled_at or workflow.now()
         s.next_retry_at = None
         self._email(EmailKind.FINAL_NOTICE, invoice_id, context, summary="final notice")
 
@@ -472,6 +524,10 @@ class SubscriptionWorkflow:
         s.cancel_at_period_end = sub.cancel_at_period_end
         s.trial_end = sub.trial_end
         s.current_period_end = sub.current_period_end
+        s.amount_minor, s.currency = sub.amount_minor, sub.currency
+        s.started_at = sub.started_at or s.started_at
+        ended = sub.status in ENDED
+        s.canceled_at = (sub.canceled_at or s.canceled_at or workflow.now()) if ended else None
         s.default_payment_method = sub.default_payment_method or s.default_payment_method
         if sub.status in ENDED:
             s.status = Status.CANCELED
@@ -725,6 +781,7 @@ class SubscriptionWorkflow:
         if updates:
             workflow.upsert_search_attributes(updates)
             self.published.update(wanted)
+        self._record_snapshot()
         next_line = (
             f"**Next:** {what} at {due.isoformat()}" if due else "**Next:** nothing scheduled"
         )
@@ -736,6 +793,54 @@ class SubscriptionWorkflow:
             f"{' · cancels at period end' if s.cancel_at_period_end else ''}\n\n"
             f"Stripe customer `{s.customer_id}`, subscription `{s.subscription_id}`\n\n{next_line}"
         )
+
+    def _record_customer(self) -> None:
+        s = self.state
+        if s.customer_id:
+            entry = CustomerEntry(
+                user_id=s.user_id, stripe_customer_id=s.customer_id, email=s.email or None
+            )
+            s.records.append(Record(customer=entry))
+
+    def _record_payment(
+        self, inv: InvoiceState, kind: str, amount: int, recovered: bool = False
+    ) -> None:
+        s = self.state
+        entry = LedgerEntry(
+            invoice_id=inv.id,
+            attempt=inv.attempt_count,
+            kind=kind,
+            amount_minor=amount,
+            currency=inv.currency,
+            user_id=s.user_id,
+            stripe_customer_id=s.customer_id,
+            recovered=recovered,
+            occurred_at=workflow.now(),
+        )
+        s.records.append(Record(payment=entry))
+
+    def _record_snapshot(self) -> None:
+        """Queue the read model's row when what it shows has changed."""
+        s = self.state
+        if not s.subscription_id:
+            return
+        snapshot = SubscriptionSnapshot(
+            stripe_subscription_id=s.subscription_id,
+            user_id=s.user_id,
+            status=s.status.value,
+            plan=s.plan.value if s.plan else None,
+            interval=s.interval.value,
+            amount_minor=s.amount_minor,
+            currency=s.currency,
+            current_period_end=s.current_period_end,
+            cancel_at_period_end=s.cancel_at_period_end,
+            dunning_attempt=s.failures,
+            started_at=s.started_at or workflow.now(),
+            canceled_at=s.canceled_at,
+        )
+        if snapshot != self.snapshot:
+            self.snapshot = snapshot
+            s.records.append(Record(subscription=snapshot))
 
     def _continue_as_new_due(self) -> bool:
         return (

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +17,11 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities import activities_of
+from activities.store import StoreActivities
 from api.auth import mint
 from api.main import create_app
+from core.db import make_engine, sessions
 from core.settings import Settings
 from tests.workflows.fakes import FakeMailbox, FakeStripe
 from workflows.subscription import SubscriptionWorkflow
@@ -87,11 +89,11 @@ class Api:
         )
 
 
-def app_settings(tmp_path: Path, queue: str) -> Settings:
+def app_settings(database_url: str, queue: str) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         temporal_task_queue=queue,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.sqlite3'}",
+        database_url=database_url,
         stripe_webhook_secrets=[SecretStr(SECRET), SecretStr(ROLLED)],
         dunning_retry_delays="2d,3d",
         api_wait_seconds=10,
@@ -100,17 +102,19 @@ def app_settings(tmp_path: Path, queue: str) -> Settings:
 
 
 @pytest.fixture
-async def api(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Api]:
+async def api(env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Api]:
     queue = f"billing-{uuid.uuid4()}"
-    settings = app_settings(tmp_path, queue)
+    settings = app_settings(database_url, queue)
     stripe, mail = FakeStripe(), FakeMailbox()
+    engine = make_engine(database_url)
+    store = StoreActivities(sessions(engine))
     app = create_app(settings, temporal=env.client)
     async with (
         Worker(
             env.client,
             task_queue=queue,
             workflows=[SubscriptionWorkflow],
-            activities=[*stripe.activities(), mail.send_email],
+            activities=[*stripe.activities(), mail.send_email, *activities_of(store)],
         ),
         app.router.lifespan_context(app),
         httpx.AsyncClient(
@@ -118,3 +122,4 @@ async def api(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Api]:
         ) as http,
     ):
         yield Api(http, stripe, mail, settings, env)
+    await engine.dispose()

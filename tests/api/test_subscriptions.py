@@ -205,7 +205,7 @@ async def test_payment_methods(api: Api) -> None:
 
 
 async def test_card_numbers_are_refused_and_never_logged(
-    api: Api, capsys: pytest.CaptureFixture[str]
+    api: Api, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     # The service's own logging, as in production, at its most talkative.
     configure_logging(api.settings.model_copy(update={"log_level": "DEBUG"}))

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.payloads import Interval, Plan, SubscriptionView
-from tests.workflows.fakes import FakeMailbox, FakeStripe
+from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
 from workflows.policy import DunningPolicy
 from workflows.subscription import (
     StartSubscription,
@@ -68,8 +68,11 @@ async def on_fakes(
 ) -> AsyncIterator[
     tuple[WorkflowHandle[SubscriptionWorkflow, SubscriptionView], FakeStripe, FakeMailbox]
 ]:
-    stripe, mail = FakeStripe(), FakeMailbox()
-    async with lifecycle(env, start, [*stripe.activities(), mail.send_email]) as handle:
+    stripe, mail, store = FakeStripe(), FakeMailbox(), FakeStore()
+    async with lifecycle(
+        env, start, [*stripe.activities(), mail.send_email, store.record]
+    ) as handle:
+        handle.store = store  # type: ignore[attr-defined]
         yield handle, stripe, mail
 
 

@@ -20,10 +20,12 @@ from core.payloads import (
     Email,
     EnsureCustomer,
     FoundSubscription,
+    Interval,
     InvoiceState,
     PayInvoice,
     PaymentMethodInfo,
     Plan,
+    Record,
     ResumeSubscription,
     SetDefaultPaymentMethod,
     SubscriptionState,
@@ -127,6 +129,8 @@ class FakeStripe:
             trial_end=s.get("trial_end"),
             default_payment_method=self.default_pm,
             latest_invoice_id=s.get("latest_invoice"),
+            amount_minor=PRICES[s["plan"]] * (10 if s["interval"] == Interval.YEARLY else 1),
+            started_at=s.get("started_at"),
         )
 
     def invoice(self, ident: str) -> InvoiceState:
@@ -187,6 +191,7 @@ class FakeStripe:
             "cancel_at_period_end": False,
             "trial_end": start + timedelta(days=req.trial_days) if trial else None,
             "period_end": start + timedelta(days=req.trial_days if trial else 30),
+            "started_at": start,
         }
         if not trial:
             invoice = self.new_invoice(PRICES[req.plan])
@@ -286,3 +291,24 @@ class FakeMailbox:
 
     def kinds(self) -> list[str]:
         return [e.kind.value for _, e in self.sent]
+
+
+@dataclass
+class FakeStore:
+    """`store.*` under the real names, kept in memory."""
+
+    records: list[Record] = field(default_factory=list)
+
+    @activity.defn(name="store.record")
+    async def record(self, record: Record) -> None:
+        self.records.append(record)
+
+    def payments(self) -> list[tuple[str, str, int]]:
+        return [
+            (r.payment.kind, r.payment.invoice_id, r.payment.attempt)
+            for r in self.records
+            if r.payment
+        ]
+
+    def statuses(self) -> list[str]:
+        return [r.subscription.status for r in self.records if r.subscription]

@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import activities_of
 from activities.notify import NotifyActivities
+from activities.store import StoreActivities
 from activities.stripe import StripeActivities
 from core.db import AsyncSession
 from core.payloads import SetPaymentMethod, Status
@@ -29,7 +30,9 @@ def real_activities(
     db_sessions: async_sessionmaker[AsyncSession],
 ) -> list[Any]:
     notify = NotifyActivities(settings.model_copy(update={"smtp_port": smtp_sink[1]}), db_sessions)
-    return activities_of(StripeActivities(stripe_sdk, settings), notify)
+    return activities_of(
+        StripeActivities(stripe_sdk, settings), notify, StoreActivities(db_sessions)
+    )
 
 
 async def test_declined_first_payment_recovers_with_a_new_card(

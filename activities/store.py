@@ -1,0 +1,83 @@
+"""The database: the ledger, the subscriptions read model, customers and usage. Every write is
+idempotent, so a retried activity never adds a second row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import SQLModel, col, select
+from temporalio import activity
+
+from core.db import AsyncSession, Customer, Payment, SubscriptionRecord, UsageRecord
+from core.payloads import Record, UsageItem
+
+
+def _insert(session: AsyncSession, table: type[SQLModel]) -> Any:
+    """INSERT with ON CONFLICT for the session's dialect (SQLite and PostgreSQL alike)."""
+    bind = session.bind
+    assert bind is not None, "sessions are made bound to the engine"
+    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+class StoreActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="store.record")
+    async def record(self, record: Record) -> None:
+        """Write what the workflow queued: a customer, a read-model snapshot or a payment."""
+        async with self._sessions() as session:
+            if record.customer:
+                values = record.customer.model_dump()
+                stmt = _insert(session, Customer).values(**values, created_at=datetime.now(UTC))
+                await session.exec(
+                    stmt.on_conflict_do_update(index_elements=["user_id"], set_=values)
+                )
+            if record.subscription:
+                values = {**record.subscription.model_dump(), "updated_at": datetime.now(UTC)}
+                stmt = _insert(session, SubscriptionRecord).values(**values)
+                await session.exec(
+                    stmt.on_conflict_do_update(
+                        index_elements=["stripe_subscription_id"], set_=values
+                    )
+                )
+            if record.payment:
+                stmt = _insert(session, Payment).values(**record.payment.model_dump())
+                # The same invoice attempt and outcome is one row, however often it is written.
+                await session.exec(stmt.on_conflict_do_nothing())
+            await session.commit()
+
+    @activity.defn(name="store.unreported_usage")
+    async def unreported_usage(self, limit: int) -> list[UsageItem]:
+        """The oldest usage not yet sent to Stripe."""
+        async with self._sessions() as session:
+            rows = await session.exec(
+                select(UsageRecord)
+                .where(col(UsageRecord.reported_at).is_(None))
+                .order_by(col(UsageRecord.id))
+                .limit(limit)
+            )
+            return [
+                UsageItem(
+                    id=row.id or 0,
+                    event_name=row.event_name,
+                    stripe_customer_id=row.stripe_customer_id,
+                    quantity=row.quantity,
+                    occurred_at=row.occurred_at,
+                )
+                for row in rows
+            ]
+
+    @activity.defn(name="store.mark_usage_reported")
+    async def mark_usage_reported(self, ids: list[int]) -> None:
+        async with self._sessions() as session:
+            await session.exec(
+                update(UsageRecord)
+                .where(col(UsageRecord.id).in_(ids), col(UsageRecord.reported_at).is_(None))
+                .values(reported_at=datetime.now(UTC))
+            )
+            await session.commit()
