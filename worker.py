@@ -15,12 +15,14 @@ from temporalio.worker import Worker
 
 from activities import activities_of
 from activities.notify import NotifyActivities
+from activities.store import StoreActivities
 from activities.stripe import StripeActivities, stripe_client
 from core.db import make_engine, sessions
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect, ensure_search_attributes
 from workflows.subscription import SEARCH_ATTRIBUTES, SubscriptionWorkflow
+from workflows.usage import UsageReportingWorkflow, ensure_usage_schedule
 
 log = logging.getLogger("worker")
 
@@ -29,14 +31,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the task queue until `stop` is set."""
     client = await connect(settings)
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
+    await ensure_usage_schedule(client, settings.temporal_task_queue, settings.usage_report_every)
     engine = make_engine(settings.database_url)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[SubscriptionWorkflow],
+        workflows=[SubscriptionWorkflow, UsageReportingWorkflow],
         activities=activities_of(
             StripeActivities(stripe_client(settings), settings),
             NotifyActivities(settings, sessions(engine)),
+            StoreActivities(sessions(engine)),
         ),
         graceful_shutdown_timeout=timedelta(seconds=30),
     )

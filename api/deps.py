@@ -51,3 +51,12 @@ def _principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+def _admin(principal: PrincipalDep) -> Principal:
+    if not principal.admin:
+        raise HTTPException(403, "admins only")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(_admin)]

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api.cards import RefuseCardNumbers
-from api.routes import health, subscriptions, webhooks
+from api.routes import analytics, health, subscriptions, usage, webhooks
 from core.db import make_engine, sessions
 from core.logging import redact
 from core.settings import Settings, get_settings
@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     )
     app.state.settings = settings
     app.include_router(subscriptions.router)
+    app.include_router(usage.router)
     app.include_router(webhooks.router)
+    app.include_router(analytics.router)
     app.include_router(health.router)
     app.add_middleware(RefuseCardNumbers, exempt=("/stripe/webhooks",))
 

@@ -97,3 +97,15 @@ class Problem(BaseModel):
 
     detail: str
     code: str | None = None
+
+
+class UsageRequest(Body):
+    metric: str = Field(max_length=100, description="A configured metric, e.g. leads_generated")
+    quantity: int = Field(gt=0)
+    timestamp: datetime | None = Field(default=None, description="When it happened (default now)")
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class UsageOut(BaseModel):
+    status: Literal["accepted", "duplicate"]
+    idempotency_key: str

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Database: SQLite file by default, PostgreSQL in production (postgresql+psycopg://...).
     database_url: str = "sqlite+aiosqlite:///./.data/billing.sqlite3"
 
+    # How often the usage-reporting schedule sends recorded usage to Stripe.
+    usage_report_every: timedelta = timedelta(minutes=5)
+
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
             return [parse_duration(part) for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("dunning_trial_reminder_before", mode="before")
+    @field_validator("dunning_trial_reminder_before", "usage_report_every", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value

@@ -16,12 +16,13 @@ import stripe
 import structlog
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from api.schemas import Problem, WebhookOut
-from core.db import WebhookEvent
+from core.db import Customer, WebhookEvent
 from core.payloads import StripeEventRef
 from core.settings import Settings
 from workflows.policy import DunningPolicy
@@ -106,8 +107,11 @@ async def receive(
     """Receive one Stripe event."""
     event = verified_event(await request.body(), request.headers.get("Stripe-Signature"), settings)
     obj = event["data"]["object"]
+    handled_type = event["type"] in HANDLED
     user_id = user_of(obj)
-    handled = event["type"] in HANDLED and user_id is not None
+    if user_id is None and handled_type and (customer_id := customer_of(obj)):
+        user_id = await _stored_user(sessions, customer_id)
+    handled = handled_type and user_id is not None
     row = WebhookEvent(
         event_id=event["id"],
         type=event["type"],
@@ -141,6 +145,15 @@ async def receive(
         await session.commit()
     bound.info("webhook " + row.outcome)
     return WebhookOut(status="processed" if handled else "ignored", event_type=event["type"])
+
+
+async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:
+    """The user a Stripe customer belongs to, from the stored mapping (objects without our
+    metadata, e.g. an invoice made by hand in the dashboard)."""
+    async with sessions() as session:
+        row = await session.exec(select(Customer).where(Customer.stripe_customer_id == customer_id))
+        customer = row.first()
+    return customer.user_id if customer else None
 
 
 async def _signal_with_start(

@@ -1,0 +1,78 @@
+"""Metered usage: recorded here, reported to Stripe in batches by a scheduled workflow.
+
+Usage never goes through the customer's workflow one event at a time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, HTTPException
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from api.deps import PrincipalDep, SessionsDep, SettingsDep
+from api.errors import NOT_FOUND
+from api.routes.subscriptions import ERRORS
+from api.schemas import Problem, UsageOut, UsageRequest
+from core.db import Customer, UsageRecord
+
+router = APIRouter(prefix="/stripe/subscriptions", tags=["usage"])
+
+# Stripe accepts meter events from the past 35 days up to 5 minutes ahead.
+OLDEST = timedelta(days=35)
+AHEAD = timedelta(minutes=5)
+
+
+@router.post(
+    "/{user_id}/usage",
+    status_code=202,
+    response_model=UsageOut,
+    responses={
+        **ERRORS,
+        422: {"model": Problem, "description": "Unknown metric, bad quantity or time"},
+    },
+)
+async def record_usage(
+    user_id: str,
+    body: UsageRequest,
+    principal: PrincipalDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+) -> UsageOut:
+    """Record usage; the same idempotency key twice counts once."""
+    if not principal.may_act_for(user_id):
+        raise HTTPException(404, NOT_FOUND)
+    event_name = settings.stripe_meter_events.get(body.metric)
+    if event_name is None:
+        known = ", ".join(sorted(settings.stripe_meter_events))
+        raise HTTPException(422, f"unknown metric {body.metric!r}; known: {known}")
+    now = datetime.now(UTC)
+    occurred = body.timestamp or now
+    if occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=UTC)
+    if not now - OLDEST <= occurred <= now + AHEAD:
+        raise HTTPException(
+            422, "timestamp must be within the past 35 days (and not in the future)"
+        )
+    key = body.idempotency_key or f"auto-{uuid.uuid4()}"
+    async with sessions() as session:
+        customer = (await session.exec(select(Customer).where(Customer.user_id == user_id))).first()
+        if customer is None:
+            raise HTTPException(404, NOT_FOUND)
+        session.add(
+            UsageRecord(
+                idempotency_key=f"{user_id}:{key}",
+                user_id=user_id,
+                stripe_customer_id=customer.stripe_customer_id,
+                metric=body.metric,
+                event_name=event_name,
+                quantity=body.quantity,
+                occurred_at=occurred,
+            )
+        )
+        try:
+            await session.commit()
+        except IntegrityError:
+            return UsageOut(status="duplicate", idempotency_key=key)
+    return UsageOut(status="accepted", idempotency_key=key)
