@@ -3,6 +3,7 @@ idempotent, so a retried activity never adds a second row."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +65,8 @@ class StoreActivities:
             return [
                 UsageItem(
                     id=row.id or 0,
+                    identifier="usage-"
+                    + hashlib.sha256(row.idempotency_key.encode()).hexdigest()[:40],
                     event_name=row.event_name,
                     stripe_customer_id=row.stripe_customer_id,
                     quantity=row.quantity,

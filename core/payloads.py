@@ -303,6 +303,8 @@ class Record(Payload):
 
 class UsageItem(Payload):
     id: int
+    # Stable for the usage it names (derived from its idempotency key), unique across databases.
+    identifier: str
     event_name: str
     stripe_customer_id: str
     quantity: int

@@ -50,7 +50,7 @@ class UsageReportingWorkflow:
                     customer_id=item.stripe_customer_id,
                     value=item.quantity,
                     timestamp=item.occurred_at,
-                    identifier=f"usage-{item.id}",
+                    identifier=item.identifier,
                 )
                 for item in batch
             ]

@@ -195,3 +195,30 @@ async def test_webhook_while_temporal_is_stopped_is_503(database_url: str) -> No
         assert ready.status_code == 503 and ready.json()["temporal"].startswith("error")
     # Not recorded, so Stripe's retry is processed when Temporal is back.
     assert await recorded(settings.database_url) == []
+
+
+async def test_objects_without_our_metadata_are_matched_by_the_stored_customer(api: Api) -> None:
+    assert (await api.subscribe("vera")).status_code == 201
+    await wait_for_customer_row(api, "vera")
+    failed_invoice = api.stripe.renew(paid=False)
+    bare = {"id": failed_invoice, "object": "invoice", "customer": "cus_vera", "parent": None}
+    response = await api.webhook(event("invoice.payment_failed", bare))
+    assert response.json() == {"status": "processed", "event_type": "invoice.payment_failed"}
+    await eventually_view(api, "vera", status="past_due")
+
+
+async def wait_for_customer_row(api: Api, user_id: str) -> None:
+    from core.db import Customer
+
+    engine = make_engine(api.settings.database_url)
+    try:
+        for _ in range(200):
+            async with sessions(engine)() as session:
+                if (
+                    await session.exec(select(Customer).where(Customer.user_id == user_id))
+                ).first():
+                    return
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    raise AssertionError("the customer mapping was never written")

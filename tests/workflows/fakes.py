@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,26 @@ from core.payloads import (
     SetDefaultPaymentMethod,
     SubscriptionState,
 )
+
+
+def idempotent(method: Any) -> Any:
+    """Like Stripe: a write retried with the same idempotency key gets the first answer."""
+
+    @functools.wraps(method)
+    async def replay(self: FakeStripe, req: Any) -> Any:
+        key = req.idempotency_key
+        if key not in self.replies:
+            try:
+                self.replies[key] = (await method(self, req), None)
+            except ApplicationError as err:
+                self.replies[key] = (None, err)
+        result, error = self.replies[key]
+        if error:
+            raise error
+        return result
+
+    return replay
+
 
 PRICES = {Plan.STARTER: 2_900, Plan.PRO: 9_900, Plan.ENTERPRISE: 49_900}
 
@@ -61,6 +82,7 @@ class FakeStripe:
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_pm: str | None = None
     fail_next_calls: int = 0
+    replies: dict[str, tuple[Any, ApplicationError | None]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -155,6 +177,7 @@ class FakeStripe:
         return CustomerRef(id=f"cus_{req.user_id}", user_id=req.user_id, email=req.email)
 
     @activity.defn(name="stripe.attach_payment_method")
+    @idempotent
     async def attach_payment_method(self, req: AttachPaymentMethod) -> PaymentMethodInfo:
         self._record("attach_payment_method", req)
         if "Declined" in req.payment_method_id:
@@ -166,16 +189,19 @@ class FakeStripe:
         )
 
     @activity.defn(name="stripe.detach_payment_method")
+    @idempotent
     async def detach_payment_method(self, req: DetachPaymentMethod) -> PaymentMethodInfo:
         self._record("detach_payment_method", req)
         return PaymentMethodInfo(id=req.payment_method_id, type="card")
 
     @activity.defn(name="stripe.set_default_payment_method")
+    @idempotent
     async def set_default_payment_method(self, req: SetDefaultPaymentMethod) -> None:
         self._record("set_default_payment_method", req)
         self.default_pm = req.payment_method_id
 
     @activity.defn(name="stripe.create_subscription")
+    @idempotent
     async def create_subscription(self, req: CreateSubscription) -> SubscriptionState:
         self._record("create_subscription", req)
         if self.sub:  # the idempotency key returns the first result
@@ -200,6 +226,7 @@ class FakeStripe:
         return self.state()
 
     @activity.defn(name="stripe.change_subscription")
+    @idempotent
     async def change_subscription(self, req: ChangeSubscription) -> SubscriptionState:
         self._record("change_subscription", req)
         self.sub.update(plan=req.plan, interval=req.interval)
@@ -208,6 +235,7 @@ class FakeStripe:
         return self.state()
 
     @activity.defn(name="stripe.cancel_subscription")
+    @idempotent
     async def cancel_subscription(self, req: CancelSubscription) -> SubscriptionState:
         self._record("cancel_subscription", req)
         if req.at_period_end:
@@ -217,6 +245,7 @@ class FakeStripe:
         return self.state()
 
     @activity.defn(name="stripe.resume_subscription")
+    @idempotent
     async def resume_subscription(self, req: ResumeSubscription) -> SubscriptionState:
         self._record("resume_subscription", req)
         self.sub["cancel_at_period_end"] = False
@@ -242,6 +271,7 @@ class FakeStripe:
         return self.invoice(invoice_id)
 
     @activity.defn(name="stripe.pay_invoice")
+    @idempotent
     async def pay_invoice(self, req: PayInvoice) -> InvoiceState:
         self._record("pay_invoice", req)
         if self.invoices[req.invoice_id]["status"] == "paid":
