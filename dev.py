@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The project's commands. Needs only Python 3.11+: it makes `.venv` and installs into it.
 
+python3 dev.py up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops)
+python3 dev.py scenario             drive the running stack through the story (needs --demo)
 python3 dev.py test [pytest args]   lint, type-check and run the test suite
 python3 dev.py emulator [args]      run the local Stripe emulator (python -m emulator serve)
 """
@@ -11,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -57,7 +60,24 @@ def emulator(args: list[str]) -> None:
     os.execv(str(PYTHON), [str(PYTHON), "-m", "emulator", "serve", *args])
 
 
-COMMANDS = {"test": test, "emulator": emulator}
+def up(args: list[str]) -> None:
+    import devstack
+
+    ensure_venv()
+    devstack.run_forever(devstack.Stack(PYTHON, ROOT / ".data", demo="--demo" in args))
+
+
+def scenario(args: list[str]) -> None:
+    import devstack
+    import scenario as story
+
+    ensure_venv()
+    stack = devstack.Stack(PYTHON, ROOT / ".data")
+    stack.env = {**os.environ}
+    story.run(stack.api_url, stack.token, suffix=f"-{int(time.time())}")
+
+
+COMMANDS = {"up": up, "scenario": scenario, "test": test, "emulator": emulator}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

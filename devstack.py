@@ -1,0 +1,278 @@
+"""The embedded stack: Temporal dev server (with UI), Stripe emulator, SMTP sink, migrations,
+worker and API, as child processes on local ports. Standard library only, so `dev.py` can run
+it from the system Python; the end-to-end test starts the same stack on free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+# Search attributes the workflows set (workflows/subscription.py), registered at start.
+SEARCH_ATTRIBUTES = {
+    "BillingCustomerId": "Keyword",
+    "BillingUserId": "Keyword",
+    "BillingStatus": "Keyword",
+    "BillingPlan": "Keyword",
+    "BillingDunningAttempt": "Int",
+    "BillingNextActionAt": "Datetime",
+}
+WEBHOOK_SECRET = "whsec_salesflow_local_stack"
+# A dunning policy in seconds, for a demo: retries 20 s apart, trial reminder 1 min ahead.
+DEMO_POLICY = {
+    "DUNNING_RETRY_DELAYS": "20s,20s",
+    "DUNNING_MAX_FAILURES": "3",
+    "DUNNING_TRIAL_REMINDER_BEFORE": "1m",
+    "USAGE_REPORT_EVERY": "30s",
+}
+
+
+@dataclass
+class Ports:
+    temporal: int = 7233
+    ui: int = 8233
+    stripe: int = 12111
+    api: int = 8000
+    smtp: int = 1025
+
+
+@dataclass
+class Stack:
+    python: Path
+    data: Path
+    ports: Ports = field(default_factory=Ports)
+    demo: bool = False
+    quiet: bool = False
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def stripe_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.stripe}"
+
+    def start(self) -> None:
+        """Start everything and wait until the API is ready; stops what started on failure."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        bin_dir = self.python.parent
+        p = self.ports
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "STRIPE_API_BASE": self.stripe_url,
+            "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{p.temporal}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{self.data / 'billing.sqlite3'}",
+            "SMTP_PORT": str(p.smtp),
+            "API_PORT": str(p.api),
+            **(DEMO_POLICY if self.demo else {}),
+        }
+        try:
+            temporal = [
+                str(bin_dir / "temporal"),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(p.temporal),
+                "--ui-port",
+                str(p.ui),
+                "--db-filename",
+                str(self.data / "temporal.sqlite3"),
+                "--log-level",
+                "error",
+            ]
+            for name, kind in SEARCH_ATTRIBUTES.items():
+                temporal += ["--search-attribute", f"{name}={kind}"]
+            self._spawn("temporal", temporal)
+            self._spawn(
+                "stripe-emulator",
+                [
+                    str(self.python),
+                    "-m",
+                    "emulator",
+                    "serve",
+                    "--port",
+                    str(p.stripe),
+                    "--state-file",
+                    str(self.data / "stripe.json"),
+                    "--webhook-url",
+                    f"{self.api_url}/stripe/webhooks",
+                    "--webhook-secret",
+                    WEBHOOK_SECRET,
+                    "--webhook-retry-base",
+                    "2",
+                ],
+            )
+            self._spawn(
+                "smtp-sink",
+                [
+                    str(self.python),
+                    "-m",
+                    "core.mailsink",
+                    "--port",
+                    str(p.smtp),
+                    "--folder",
+                    str(self.data / "mail"),
+                ],
+            )
+            _wait_http(f"{self.stripe_url}/healthz", 30)
+            self._run(["-m", "core.migrate"])
+            for line in self._run(["-m", "emulator", "seed"]).splitlines():
+                name, _, value = line.partition("=")
+                if name.startswith("STRIPE_PRICE_"):
+                    self.env[name] = value
+            self._wait_temporal(60)
+            self._spawn("worker", [str(self.python), "worker.py"])
+            self._spawn("api", [str(self.python), "-m", "api"])
+            _wait_http(f"{self.api_url}/readyz", 60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def token(self, user: str, admin: bool = False) -> str:
+        return self._run(
+            ["-m", "api.auth", "--user", user, *(["--admin"] if admin else [])]
+        ).strip()
+
+    def stop(self) -> None:
+        """SIGTERM every process (newest first), then SIGKILL what is left."""
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, process in reversed(self.processes):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def check(self) -> str | None:
+        """The name of a process that has exited, if any."""
+        for name, process in self.processes:
+            if process.poll() is not None:
+                return name
+        return None
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
+        out = log if self.quiet or name in ("temporal", "stripe-emulator") else None
+        process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=out or log)
+        self.processes.append((name, process))
+
+    def _run(self, args: list[str]) -> str:
+        done = subprocess.run(
+            [str(self.python), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    def _wait_temporal(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        probe = [
+            "-c",
+            "import asyncio,sys;from temporalio.client import Client;"
+            f"asyncio.run(Client.connect('127.0.0.1:{self.ports.temporal}'))",
+        ]
+        while time.monotonic() < deadline:
+            if (
+                subprocess.run(
+                    [str(self.python), *probe], capture_output=True, check=False
+                ).returncode
+                == 0
+            ):
+                return
+            if self.check():
+                break
+            time.sleep(0.5)
+        raise RuntimeError("the Temporal dev server did not start (see temporal.log)")
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local URL)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not become ready in {timeout:.0f}s")
+
+
+def banner(stack: Stack) -> str:
+    admin = stack.token("admin", admin=True)
+    alice = stack.token("alice")
+    body = json.dumps(
+        {
+            "plan": "pro",
+            "email": "alice@example.com",
+            "trial_days": 0,
+            "payment_method_id": "pm_card_visa",
+        }
+    )
+    return f"""
+SalesFlow Billing is running{" (demo dunning policy: retries 20 s apart)" if stack.demo else ""}.
+
+  API            {stack.api_url}          docs: {stack.api_url}/docs
+  Temporal UI    http://127.0.0.1:{stack.ports.ui}
+  Stripe         {stack.stripe_url}  (local emulator, state in {stack.data / "stripe.json"})
+  Emails         {stack.data / "mail"}/  (local SMTP sink on port {stack.ports.smtp})
+  Logs           {stack.data}/*.log
+
+Admin token:
+  {admin}
+
+Create a subscription for alice:
+  curl -s -X POST {stack.api_url}/stripe/subscriptions \\
+    -H 'Authorization: Bearer {alice}' -H 'Content-Type: application/json' \\
+    -d '{body}'
+
+Press Ctrl-C to stop.
+"""
+
+
+def run_forever(stack: Stack) -> None:
+    """`python3 dev.py up`: start, print where things are, stop cleanly on Ctrl-C."""
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        stack.start()
+        sys.stdout.write(banner(stack))
+        sys.stdout.flush()
+        while not stopping:
+            if dead := stack.check():
+                sys.stderr.write(f"{dead} exited; stopping (see {stack.data / (dead + '.log')})\n")
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.stdout.write("stopping...\n")
+        stack.stop()
+        sys.stdout.write("stopped.\n")
