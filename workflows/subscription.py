@@ -647,6 +647,20 @@ class SubscriptionWorkflow:
             raise _invalid("there is no scheduled cancel to undo")
 
     @workflow.update
+    async def retry_payment_now(self) -> SubscriptionView:
+        """Operators: retry the unpaid invoice now instead of at the scheduled time."""
+        async with self.lock:
+            self._check_retry()
+            await self._retry_payment()
+            self.changed = True
+        return self._view()
+
+    @retry_payment_now.validator
+    def _check_retry(self) -> None:
+        if self.state.status == Status.CANCELED or not self.state.dunning_invoice_id:
+            raise _invalid("there is no failed payment to retry")
+
+    @workflow.update
     async def set_payment_method(self, req: SetPaymentMethod) -> PaymentMethodInfo:
         """Attach a card and make it the default; in dunning, retry the payment with it now."""
         async with self.lock:

@@ -336,3 +336,16 @@ async def test_continue_as_new_keeps_the_state(env: WorkflowEnvironment) -> None
         await wait_for(lambda: len(mail.sent) >= 2)
         assert mail.kinds() == ["payment_failed", "receipt"]
         assert await next_run()
+
+
+async def test_operators_can_retry_a_payment_now(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_card_chargeCustomerFail")) as (
+        handle,
+        stripe,
+        _,
+    ):
+        stripe.default_pm = "pm_card_visa_attached"  # fixed in Stripe; no need to wait two days
+        view = await handle.execute_update(SubscriptionWorkflow.retry_payment_now)
+        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(SubscriptionWorkflow.retry_payment_now)
