@@ -273,6 +273,9 @@ def run_forever(stack: Stack) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C reached the children too (same process group); a second one must not cut the
+        # clean stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stdout.write("stopping...\n")
         stack.stop()
         sys.stdout.write("stopped.\n")
