@@ -37,7 +37,7 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _owned(principal: Principal, user_id: str) -> str:
+def owned(principal: Principal, user_id: str) -> str:
     """Another user's id answers 404, so ids cannot be probed."""
     if not principal.may_act_for(user_id):
         raise HTTPException(404, NOT_FOUND)
@@ -100,7 +100,7 @@ async def create_subscription(
 async def get_subscription(
     user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
         view = await handle.query(
             SubscriptionWorkflow.view, rpc_timeout=timedelta(seconds=settings.api_wait_seconds)
@@ -119,7 +119,7 @@ async def change_subscription(
     """Change plan and/or interval, with the given proration behaviour."""
     if body.plan is None and body.interval is None:
         raise HTTPException(422, "give a plan, an interval or both")
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     change = ChangePlan(
         plan=body.plan, interval=body.interval, proration_behavior=body.proration_behavior
     )
@@ -137,7 +137,7 @@ async def cancel_subscription(
     at_period_end: Annotated[bool, Query()] = True,
 ) -> SubscriptionOut:
     """Cancel at the end of the period (default) or now."""
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
         view = await handle.execute_update(
             SubscriptionWorkflow.cancel, Cancel(at_period_end=at_period_end)
@@ -150,7 +150,7 @@ async def resume_subscription(
     user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
     """Undo a cancel scheduled for the end of the period."""
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
         view = await handle.execute_update(SubscriptionWorkflow.resume)
     return SubscriptionOut.of(view)
@@ -169,7 +169,7 @@ async def add_payment_method(
     settings: SettingsDep,
 ) -> PaymentMethodOut:
     """Attach a payment method and make it the default (in dunning, the payment is retried)."""
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
         info = await handle.execute_update(
             SubscriptionWorkflow.set_payment_method,
@@ -191,7 +191,7 @@ async def remove_payment_method(
     client: TemporalDep,
     settings: SettingsDep,
 ) -> Response:
-    handle = client.get_workflow_handle(_owned(principal, user_id))
+    handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
         await handle.execute_update(
             SubscriptionWorkflow.remove_payment_method,

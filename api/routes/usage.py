@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from api.deps import PrincipalDep, SessionsDep, SettingsDep
 from api.errors import NOT_FOUND
-from api.routes.subscriptions import ERRORS
+from api.routes.subscriptions import ERRORS, owned
 from api.schemas import Problem, UsageOut, UsageRequest
 from core.db import Customer, UsageRecord
 
@@ -41,8 +41,7 @@ async def record_usage(
     settings: SettingsDep,
 ) -> UsageOut:
     """Record usage; the same idempotency key twice counts once."""
-    if not principal.may_act_for(user_id):
-        raise HTTPException(404, NOT_FOUND)
+    owned(principal, user_id)
     event_name = settings.stripe_meter_events.get(body.metric)
     if event_name is None:
         known = ", ".join(sorted(settings.stripe_meter_events))
