@@ -260,7 +260,9 @@ def run_forever(stack: Stack) -> None:
         nonlocal stopping
         stopping = True
 
+    # Ctrl-C (SIGINT) and SIGTERM both stop it, even where SIGINT was inherited as ignored.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         stack.start()
         sys.stdout.write(banner(stack))
@@ -270,8 +272,6 @@ def run_forever(stack: Stack) -> None:
                 sys.stderr.write(f"{dead} exited; stopping (see {stack.data / (dead + '.log')})\n")
                 break
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         # Ctrl-C reached the children too (same process group); a second one must not cut the
         # clean stop short.
