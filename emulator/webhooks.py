@@ -64,10 +64,6 @@ class Dispatcher:
         if self._client:
             await self._client.aclose()
 
-    async def idle(self) -> None:
-        """Wait until every queued delivery has been attempted once."""
-        await self._queue.join()
-
     async def _run(self) -> None:
         while True:
             delivery = await self._queue.get()
