@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import stripe
 from stripe import RequestOptions
@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.payloads import (
+    ENDED_STATUSES,
     AttachPaymentMethod,
     CancelSubscription,
     Card,
@@ -215,7 +216,7 @@ class StripeActivities:
                 # Stripe ignores idempotency keys on DELETE: a retry after a lost answer
                 # would fail on the canceled subscription, so look before cancelling.
                 sub = await self._stripe.subscriptions.retrieve_async(req.subscription_id)
-                if sub.status not in ("canceled", "incomplete_expired"):
+                if sub.status not in ENDED_STATUSES:
                     sub = await self._stripe.subscriptions.cancel_async(
                         req.subscription_id, None, _key(req.idempotency_key)
                     )
@@ -239,21 +240,34 @@ class StripeActivities:
 
     @activity.defn(name="stripe.find_subscription")
     async def find_subscription(self, customer_id: str) -> FoundSubscription:
-        """The customer and its newest subscription that has not ended (for adoption)."""
+        """The customer, its newest live subscription and what Stripe was paid for it.
+
+        Used before creating a subscription (never a second live one) and to adopt one made
+        elsewhere (the dashboard); the paid invoices let the ledger catch up on adoption.
+        """
         async with _translated():
             customer = await self._stripe.customers.retrieve_async(customer_id)
             subs = await self._stripe.subscriptions.list_async(
-                {"customer": customer_id, "status": "all", "limit": 10}
+                {"customer": customer_id, "status": "all", "limit": 100}
             )
-        live = [sub for sub in subs.data if sub.status not in ("canceled", "incomplete_expired")]
-        metadata = cast(dict[str, str], customer.metadata or {})
+            # Newest first, every page: the first that has not ended is the live one.
+            live = None
+            async for sub in subs.auto_paging_iter():
+                if sub.status not in ENDED_STATUSES:
+                    live = sub
+                    break
+            paid: list[InvoiceState] = []
+            if live:
+                invoices = await self._stripe.invoices.list_async(
+                    {"subscription": live.id, "status": "paid", "limit": 100}
+                )
+                paid = [_invoice(inv) async for inv in invoices.auto_paging_iter()]
+        metadata = customer.metadata
+        user_id = metadata["user_id"] if metadata and "user_id" in metadata else ""
         return FoundSubscription(
-            customer=CustomerRef(
-                id=customer.id,
-                user_id=metadata.get("user_id", ""),
-                email=customer.email,
-            ),
-            subscription=self._subscription(live[0]) if live else None,
+            customer=CustomerRef(id=customer.id, user_id=user_id, email=customer.email),
+            subscription=self._subscription(live) if live else None,
+            paid_invoices=paid,
         )
 
     # --- invoices ----------------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import HTTPException
 from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import (
     Client,
@@ -27,6 +29,7 @@ STATUS_BY_TYPE = {
     "InvalidRequest": 422,
     "CardDeclined": 402,
     "IdempotencyConflict": 409,
+    "SubscriptionEnding": 409,
 }
 
 NOT_FOUND = "no subscription for this user"
@@ -70,16 +73,26 @@ async def steering(
         raise HTTPException(503, "the billing engine did not answer in time; try again") from err
 
 
-async def _has_ended(client: Client, workflow_id: str) -> bool:
-    # The raw description: only the status is needed, nothing else decoded.
+async def execution_info(
+    client: Client, workflow_id: str, rpc_timeout: float = 5.0
+) -> WorkflowExecutionInfo | None:
+    """The latest run's raw description (status, memo), None if there is none or Temporal
+    does not answer. Raw: nothing is decoded that is not needed (search attributes)."""
     request = DescribeWorkflowExecutionRequest(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
     )
     try:
-        described = await client.workflow_service.describe_workflow_execution(request)
+        described = await client.workflow_service.describe_workflow_execution(
+            request, timeout=timedelta(seconds=rpc_timeout)
+        )
     except RPCError:
-        return False
-    return described.workflow_execution_info.status != WorkflowExecutionStatus.RUNNING.value
+        return None
+    return described.workflow_execution_info
+
+
+async def _has_ended(client: Client, workflow_id: str) -> bool:
+    info = await execution_info(client, workflow_id)
+    return info is not None and info.status != WorkflowExecutionStatus.RUNNING.value
 
 
 def _from_cause(cause: BaseException | None) -> HTTPException:

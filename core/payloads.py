@@ -181,6 +181,8 @@ class FoundSubscription(Payload):
     customer: CustomerRef
     # The customer's newest subscription that has not ended, if any.
     subscription: SubscriptionState | None = None
+    # Its invoices Stripe has already been paid (newest first), for the ledger on adoption.
+    paid_invoices: list[InvoiceState] = []
 
 
 # --- the subscription workflow ---------------------------------------------------------------
@@ -196,6 +198,23 @@ class Status(StrEnum):
     CANCELED = "canceled"
 
 
+# Stripe statuses after which a subscription bills no more. Every other status is live:
+# `unpaid` and `paused` still exist in Stripe and can bill again, so a second subscription
+# next to one of them would be a duplicate.
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+def status_of(stripe_status: str) -> Status:
+    """Stripe's status in the API's five: ended is `canceled`; `unpaid` and `paused`
+    (live, collecting nothing) are `past_due`; an unknown future status too, never a crash."""
+    if stripe_status in ENDED_STATUSES:
+        return Status.CANCELED
+    try:
+        return Status(stripe_status)
+    except ValueError:
+        return Status.PAST_DUE
+
+
 class StripeEventRef(Payload):
     """What a webhook signal carries: enough to dedupe and to re-read, never the payload."""
 
@@ -204,6 +223,8 @@ class StripeEventRef(Payload):
     created: datetime
     object_id: str
     customer_id: str | None = None
+    # The subscription the object belongs to (an invoice's), when the event says.
+    subscription_id: str | None = None
 
 
 class ChangePlan(Payload):

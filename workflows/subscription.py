@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
     from activities.store import StoreActivities
     from activities.stripe import StripeActivities
+    from core.idempotency import idempotency_key
     from core.payloads import (
         AttachPaymentMethod,
         Cancel,
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         Email,
         EmailKind,
         EnsureCustomer,
+        FoundSubscription,
         Interval,
         InvoiceState,
         LedgerEntry,
@@ -50,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionSnapshot,
         SubscriptionState,
         SubscriptionView,
+        status_of,
     )
     from workflows.policy import DunningPolicy
 
@@ -82,8 +85,8 @@ EMAIL_RETRY = RetryPolicy(
 )
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
 RECENT = 500
-# Stripe's statuses that mean the subscription is over.
-ENDED = {"canceled", "incomplete_expired", "unpaid"}
+# The failure type of an order sent to a run that is ending (canceled, last writes pending).
+ENDING = "SubscriptionEnding"
 
 T = TypeVar("T")
 
@@ -141,6 +144,12 @@ class StartSubscription(BaseModel):
     # Started by a Stripe event for a customer with no running workflow: take over what Stripe
     # has (a subscription made in the dashboard), or end quietly (a late event).
     adopt_customer_id: str | None = None
+    # The view of the customer's previous run, when a late event started this one: if Stripe
+    # has nothing live to adopt, the run ends showing that view, as if it had never started.
+    previous: SubscriptionView | None = None
+    # The id of the API request that started the run (its `subscription_ready` update id):
+    # a retry of that request gets its answer again, any other create is refused (409).
+    request_id: str | None = None
     policy: DunningPolicy = Field(default_factory=DunningPolicy)
     signals_before_continue_as_new: int = 1_000
     state: BillingState | None = None
@@ -154,6 +163,14 @@ def _invalid(message: str) -> ApplicationError:
 def _business_type(err: ActivityError) -> str | None:
     cause = err.cause
     return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def _as_business_error(err: ActivityError) -> ApplicationError:
+    """An activity's typed failure, re-raised to an update's caller (the API maps its type)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return ApplicationError(str(err), type="StripeUnavailable", non_retryable=True)
 
 
 @workflow.defn
@@ -171,7 +188,10 @@ class SubscriptionWorkflow:
         )
         self.lock = asyncio.Lock()
         self.created = start.state is not None
+        # Why the order was not carried out (the `subscription_ready` caller gets it).
         self.creation_error: ApplicationError | None = None
+        # Set when a run started by an event found nothing to adopt: what it shows instead.
+        self.ended_view: SubscriptionView | None = None
         self.changed = False
         self.signals_this_run = 0
         self.published: dict[str, Any] = {}
@@ -200,13 +220,15 @@ class SubscriptionWorkflow:
                         await self._adopt(self.start.adopt_customer_id)
                     else:
                         await self._subscribe()
+                except ActivityError as err:
+                    self.creation_error = _as_business_error(err)
                 except ApplicationError as err:
                     self.creation_error = err
                 finally:
                     self.created = True
-            if self.creation_error:
-                await self._quiesce()
-                raise self.creation_error
+            if not self.state.subscription_id:
+                # Nothing live in Stripe: the run ends (the caller of the order gets why).
+                self.state.status = Status.CANCELED
         while self.state.status != Status.CANCELED:
             if self._continue_as_new_due():
                 await self._quiesce()
@@ -234,13 +256,28 @@ class SubscriptionWorkflow:
                 continue
             async with self.lock:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
-                    await self._on_event(self.state.pending_events.pop(0))
+                    ref = self.state.pending_events.pop(0)
+                    await self._contained(self._on_event(ref), f"{ref.type} {ref.id}")
+        if self.ended_view:
+            # A late event found nothing to adopt: leave the read model as the last run left it.
+            await self._quiesce()
+            return self.ended_view
         # The final state goes to the read model too; then wait for every queued write.
         while True:
             self._publish(None, "")
             await self._quiesce()
             if not self.state.records:
                 return self._view()
+
+    async def _contained(self, step: Awaitable[None], what: str) -> None:
+        """Run one step driven by outside input; a business failure from Stripe (an object it
+        no longer has, a 4xx to a re-read) is logged and the customer carries on."""
+        try:
+            await step
+        except ActivityError as err:
+            workflow.logger.warning(
+                "%s not applied: %s (%s)", what, err.cause or err, _business_type(err)
+            )
 
     async def _quiesce(self) -> None:
         """Before ending or continuing as new: handlers finished, every email sent."""
@@ -256,7 +293,8 @@ class SubscriptionWorkflow:
         """Send a queue's items one by one, in order, in the background."""
         while True:
             await workflow.wait_condition(lambda: bool(queue))
-            await send(queue[0])
+            # Retried without limit; only a non-retryable failure drops an item (logged).
+            await self._contained(send(queue[0]), "background write")
             queue.pop(0)
 
     async def _send_email(self, email: Email) -> None:
@@ -296,6 +334,17 @@ class SubscriptionWorkflow:
         )
         s.customer_id = customer.id
         self._record_customer()
+        if workflow.patched("look-before-create"):
+            # One live Stripe subscription per customer, ever: one made elsewhere (the
+            # dashboard, a run that ended by mistake) is followed, never doubled.
+            found = await self._find(customer.id)
+            if found and found.subscription:
+                await self._take_over(found)
+                self.creation_error = _invalid(
+                    f"the user already has a live subscription in Stripe "
+                    f"({found.subscription.id}); it is followed from now on"
+                )
+                return
         if self.start.payment_method_id:
             try:
                 await self._attach(self.start.payment_method_id)
@@ -326,24 +375,48 @@ class SubscriptionWorkflow:
             await self._check_invoice(sub.latest_invoice_id)
 
     async def _adopt(self, customer_id: str | None) -> None:
-        """Re-read the customer from Stripe; a canceled subscription is never resurrected."""
-        if customer_id is None:  # nothing to look up: the event is on record, end quietly
+        """Take over what Stripe has for the customer (a subscription made in the dashboard),
+        or end quietly (a late event): a canceled subscription is never resurrected."""
+        found = await self._find(customer_id) if customer_id else None
+        if found is None or found.subscription is None:
+            workflow.logger.info("nothing live in Stripe for %s: nothing to adopt", customer_id)
             self.state.status = Status.CANCELED
+            self.ended_view = self.start.previous
             return
-        found = await self._stripe(
-            StripeActivities.find_subscription,
-            customer_id,
-            f"look up customer {customer_id} and its live subscription",
-        )
+        await self._take_over(found)
+
+    async def _find(self, customer_id: str) -> FoundSubscription | None:
+        """The customer's live subscription in Stripe; None for a customer Stripe does not
+        have (another account, a deleted test clock) or that belongs to another user."""
+        try:
+            found = await self._stripe(
+                StripeActivities.find_subscription,
+                customer_id,
+                f"look up customer {customer_id} and its live subscription",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("customer %s not found: %s", customer_id, err.cause or err)
+            return None
+        if found.customer.user_id not in ("", self.state.user_id):
+            workflow.logger.warning(
+                "customer %s belongs to user %r, not this one", customer_id, found.customer.user_id
+            )
+            return None
+        return found
+
+    async def _take_over(self, found: FoundSubscription) -> None:
+        """Follow a live subscription made elsewhere: mapping, read model and the ledger of
+        what Stripe was already paid (no receipts: those payments are not news)."""
+        assert found.subscription is not None
         s = self.state
-        s.customer_id = customer_id
+        s.customer_id = found.customer.id
         s.email = s.email or found.customer.email or ""
         self._record_customer()
-        if found.subscription is None:
-            s.status = Status.CANCELED
-            workflow.logger.info("no live subscription for %s: nothing to adopt", customer_id)
-            return
         self._apply(found.subscription)
+        for inv in found.paid_invoices:
+            if inv.amount_paid > 0:
+                self._record_payment(inv, "succeeded", inv.amount_paid, at=inv.created)
+            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
         if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
             await self._check_invoice(found.subscription.latest_invoice_id)
 
@@ -359,16 +432,19 @@ class SubscriptionWorkflow:
                 await self._trial_reminder()
 
     async def _on_timers(self) -> None:
+        # Each step moves its own time on before it calls out, so a failure cannot make a
+        # timer fire again at once.
         now = workflow.now()
         s = self.state
         if s.next_retry_at and s.next_retry_at <= now:
-            await self._retry_payment()
+            await self._contained(self._retry_payment(), "dunning retry")
         reminder = self._trial_reminder_due()
         if reminder and reminder <= now:
             await self._trial_reminder()
         if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
             before = s.current_period_end
-            await self._sync()
+            s.next_sync_at = now + timedelta(days=1)
+            await self._contained(self._sync(), "re-sync after the period end")
             if s.status != Status.CANCELED and s.current_period_end == before:
                 s.next_sync_at = now + timedelta(days=1)  # Stripe has not renewed yet
 
@@ -390,9 +466,17 @@ class SubscriptionWorkflow:
             await self._check_invoice(sub.latest_invoice_id)
 
     async def _check_invoice(self, invoice_id: str) -> None:
-        inv = await self._stripe(
-            StripeActivities.get_invoice, invoice_id, f"re-read invoice {invoice_id}"
-        )
+        try:
+            inv = await self._stripe(
+                StripeActivities.get_invoice, invoice_id, f"re-read invoice {invoice_id}"
+            )
+        except ActivityError as err:
+            # Stripe does not have it (another account, a deleted test clock): not ours.
+            workflow.logger.warning("invoice %s not re-read: %s", invoice_id, err.cause or err)
+            if invoice_id == self.state.dunning_invoice_id:  # dunning cannot go on with it
+                self._end_dunning()
+                await self._sync(check_invoice=False)
+            return
         await self._on_invoice(inv)
 
     async def _on_invoice(self, inv: InvoiceState) -> None:
@@ -460,10 +544,18 @@ class SubscriptionWorkflow:
                 f"{self.policy.max_failures - 1} retries)",
             )
         except ActivityError as err:
-            if _business_type(err) not in ("CardDeclined", "InvalidRequest"):
-                raise
             # Declined (or no longer payable): the invoice tells which attempt this was.
+            workflow.logger.info("retry of %s failed: %s", invoice_id, err.cause or err)
+            counted = s.failures
             await self._check_invoice(invoice_id)
+            if (
+                s.status != Status.CANCELED
+                and s.failures == counted
+                and s.dunning_invoice_id == invoice_id
+                and not s.next_retry_at
+            ):
+                # Refused without a new attempt counted: try again later, never stall.
+                s.next_retry_at = workflow.now() + self.policy.delay_after(max(s.failures, 1))
             return
         await self._on_invoice(inv)
 
@@ -526,16 +618,17 @@ class SubscriptionWorkflow:
         s.current_period_end = sub.current_period_end
         s.amount_minor, s.currency = sub.amount_minor, sub.currency
         s.started_at = sub.started_at or s.started_at
-        ended = sub.status in ENDED
+        status = status_of(sub.status)
+        ended = status == Status.CANCELED
         s.canceled_at = (sub.canceled_at or s.canceled_at or workflow.now()) if ended else None
         s.default_payment_method = sub.default_payment_method or s.default_payment_method
-        if sub.status in ENDED:
+        if ended:
             s.status = Status.CANCELED
             s.next_retry_at = None  # the failure count stays, for the record
         elif s.failures > 0:
             s.status = Status.PAST_DUE
         else:
-            s.status = Status(sub.status)
+            s.status = status
         if s.current_period_end and s.status != Status.CANCELED:
             s.next_sync_at = s.current_period_end + self.policy.period_end_sync_after
 
@@ -548,6 +641,20 @@ class SubscriptionWorkflow:
         if self.creation_error:
             raise self.creation_error
         return self._view()
+
+    @subscription_ready.validator
+    def _check_ready(self) -> None:
+        # Only the request that started this run (or its retry, same update id) is answered;
+        # any other create finds a live subscription: 409, never a second one.
+        update = workflow.current_update_info()
+        if self.start.request_id:
+            if update is not None and update.id == self.start.request_id:
+                return
+        elif self.start.plan is not None and not self.start.adopt_customer_id:
+            return
+        if self.state.status == Status.CANCELED:  # a new order waits for this run to end
+            raise ApplicationError("the subscription is ending", type=ENDING, non_retryable=True)
+        raise _invalid("the user already has a live subscription")
 
     @workflow.update
     async def change_plan(self, req: ChangePlan) -> SubscriptionView:
@@ -710,7 +817,7 @@ class SubscriptionWorkflow:
 
     @workflow.query
     def view(self) -> SubscriptionView:
-        return self._view()
+        return self.ended_view or self._view()
 
     def _view(self) -> SubscriptionView:
         s = self.state
@@ -817,7 +924,12 @@ class SubscriptionWorkflow:
             s.records.append(Record(customer=entry))
 
     def _record_payment(
-        self, inv: InvoiceState, kind: str, amount: int, recovered: bool = False
+        self,
+        inv: InvoiceState,
+        kind: str,
+        amount: int,
+        recovered: bool = False,
+        at: datetime | None = None,
     ) -> None:
         s = self.state
         entry = LedgerEntry(
@@ -829,7 +941,7 @@ class SubscriptionWorkflow:
             user_id=s.user_id,
             stripe_customer_id=s.customer_id,
             recovered=recovered,
-            occurred_at=workflow.now(),
+            occurred_at=at or workflow.now(),
         )
         s.records.append(Record(payment=entry))
 
@@ -866,7 +978,9 @@ class SubscriptionWorkflow:
         """An idempotency key from the workflow and the step: the same on every retry."""
         self.state.writes += 1
         info = workflow.info()
-        return f"{info.workflow_id}/{info.first_execution_run_id}/{self.state.writes}-{step}"
+        return idempotency_key(
+            info.workflow_id, info.first_execution_run_id, f"{self.state.writes}-{step}"
+        )
 
     async def _stripe(self, fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str) -> T:
         return await workflow.execute_activity_method(
@@ -891,7 +1005,9 @@ class SubscriptionWorkflow:
             Email(
                 kind=kind,
                 to=s.email,
-                idempotency_key=f"{info.workflow_id}/{info.first_execution_run_id}/{kind.value}/{discriminator}",
+                idempotency_key=idempotency_key(
+                    info.workflow_id, info.first_execution_run_id, kind.value, discriminator
+                ),
                 context={
                     "name": s.name or s.email,
                     "plan": s.plan.value if s.plan else "",

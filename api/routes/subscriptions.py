@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
+import hashlib
+import json
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
-from temporalio.client import WithStartWorkflowOperation
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 
 from api.auth import Principal
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
-from api.errors import NOT_FOUND, steering
+from api.errors import NOT_FOUND, execution_info, steering
 from api.schemas import (
     ChangeSubscriptionRequest,
     CreateSubscriptionRequest,
@@ -21,9 +29,17 @@ from api.schemas import (
     Problem,
     SubscriptionOut,
 )
-from core.payloads import Cancel, ChangePlan, RemovePaymentMethod, SetPaymentMethod
+from core.payloads import (
+    Cancel,
+    ChangePlan,
+    RemovePaymentMethod,
+    SetPaymentMethod,
+    Status,
+    SubscriptionView,
+)
+from core.settings import Settings
 from workflows.policy import DunningPolicy
-from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+from workflows.subscription import ENDING, StartSubscription, SubscriptionWorkflow, workflow_id
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
 
@@ -49,6 +65,11 @@ def owned(principal: Principal, user_id: str) -> str:
     status_code=201,
     response_model=SubscriptionOut,
     responses={
+        202: {
+            "model": SubscriptionOut,
+            "description": "Accepted: the workflow started and goes on by itself, but Stripe "
+            "has not answered within the wait. `Location` is where to read the view.",
+        },
         **ERRORS,
         **CONFLICT,
         402: {"model": Problem, "description": "Card declined"},
@@ -61,12 +82,24 @@ async def create_subscription(
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="The same key with the same body answers the first answer again.",
+        ),
+    ] = None,
 ) -> SubscriptionOut:
     """Start the customer's workflow; answers once the Stripe subscription exists."""
     user_id = body.user_id or principal.user_id
     if user_id != principal.user_id and not principal.admin:
         raise HTTPException(403, "only admins may act for another user")
+    request_id = _request_id(user_id, idempotency_key, body)
     start = StartSubscription(
+        request_id=request_id,
         user_id=user_id,
         email=body.email,
         name=body.name,
@@ -76,24 +109,76 @@ async def create_subscription(
         payment_method_id=body.payment_method_id,
         policy=DunningPolicy.from_settings(settings),
     )
-    operation = WithStartWorkflowOperation(
-        SubscriptionWorkflow.run,
-        start,
-        id=workflow_id(user_id),
-        task_queue=settings.temporal_task_queue,
-        # A live subscription is a conflict; a new one after a cancellation is a new run.
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-    )
     try:
         async with steering(settings.api_wait_seconds):
-            view = await client.execute_update_with_start_workflow(
-                SubscriptionWorkflow.subscription_ready, start_workflow_operation=operation
+            view = await _create(client, settings, start)
+    except HTTPException as err:
+        if err.status_code != 503 or not await _started_by(client, start):
+            raise
+        # Accepted: the workflow carries the order out by itself; never 503 from here on.
+        response.status_code = 202
+        response.headers["Location"] = f"{router.prefix}/{user_id}"
+        return SubscriptionOut.of(
+            SubscriptionView(
+                user_id=user_id,
+                status=Status.INCOMPLETE,
+                plan=body.plan,
+                interval=body.interval,
+                workflow_id=workflow_id(user_id),
             )
-    except HTTPException:
-        with suppress(Exception):  # the start's own outcome is the same error: consume it
-            await operation.workflow_handle()
-        raise
+        )
     return SubscriptionOut.of(view)
+
+
+REQUEST_MEMO = "request_id"
+
+
+async def _create(client: Client, settings: Settings, start: StartSubscription) -> SubscriptionView:
+    """Update-with-start of the customer's workflow, waiting out a run that is ending."""
+    for attempt in (1, 2):
+        operation = WithStartWorkflowOperation(
+            SubscriptionWorkflow.run,
+            start,
+            id=workflow_id(start.user_id),
+            task_queue=settings.temporal_task_queue,
+            # A running workflow gets the update: its validator answers a retry of the request
+            # that started it and refuses any other create (409). After a cancellation, a new
+            # subscription is a new run.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            memo={REQUEST_MEMO: start.request_id},
+        )
+        try:
+            return await client.execute_update_with_start_workflow(
+                SubscriptionWorkflow.subscription_ready,
+                start_workflow_operation=operation,
+                id=start.request_id,
+            )
+        except WorkflowUpdateFailedError as err:
+            ending = isinstance(err.cause, ApplicationError) and err.cause.type == ENDING
+            if not ending or attempt == 2:
+                raise
+            # Just canceled, still writing its last records: a new run starts once it ends.
+            await client.get_workflow_handle(workflow_id(start.user_id)).result()
+    raise AssertionError("unreachable")
+
+
+def _request_id(user_id: str, key: str | None, body: CreateSubscriptionRequest) -> str:
+    """The create's update id: from the Idempotency-Key and the body when given (a retry is
+    the same update, which Temporal answers once), else new for every request."""
+    if key is None:
+        return f"create-{uuid.uuid4().hex}"
+    request = json.dumps([user_id, key, body.model_dump(mode="json")], sort_keys=True)
+    return f"create-{hashlib.sha256(request.encode()).hexdigest()[:40]}"
+
+
+async def _started_by(client: Client, start: StartSubscription) -> bool:
+    """Whether the customer's running workflow was started by this request."""
+    info = await execution_info(client, workflow_id(start.user_id), rpc_timeout=2)
+    if info is None or info.status != WorkflowExecutionStatus.RUNNING.value:
+        return False
+    memo = info.memo.fields.get(REQUEST_MEMO)
+    started_by = client.data_converter.payload_converter.from_payload(memo) if memo else None
+    return bool(started_by == start.request_id)
 
 
 @router.get("/{user_id}", response_model=SubscriptionOut, responses=ERRORS)

@@ -17,7 +17,9 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
-from temporalio.client import RPCTimeoutOrCancelledError
+from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
@@ -81,6 +83,17 @@ def user_of(obj: dict[str, Any]) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
+def subscription_of(obj: dict[str, Any]) -> str | None:
+    """The subscription an object is or belongs to (an invoice's, in any API version)."""
+    if obj.get("object") == "subscription":
+        return str(obj["id"])
+    details = (obj.get("parent") or {}).get("subscription_details") or {}
+    subscription = details.get("subscription") or obj.get("subscription")
+    if isinstance(subscription, dict):
+        subscription = subscription.get("id")
+    return subscription if isinstance(subscription, str) else None
+
+
 def customer_of(obj: dict[str, Any]) -> str | None:
     if obj.get("object") == "customer":
         return str(obj["id"])
@@ -134,14 +147,19 @@ async def receive(
                 created=datetime.fromtimestamp(event["created"], UTC),
                 object_id=obj["id"],
                 customer_id=customer_of(obj),
+                subscription_id=subscription_of(obj),
             )
             try:
                 async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
-                    await _signal_with_start(client, settings, user_id, ref)
+                    taken = await _hand_over(client, settings, user_id, ref)
             except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
                 await session.rollback()
                 bound.warning("webhook not handed to Temporal", error=str(err))
                 raise HTTPException(503, "could not hand the event to the billing engine") from err
+            if not taken:
+                handled = False
+                row.outcome = "ignored"
+                bound.info("webhook for a subscription that has ended: a late event")
         await session.commit()
     bound.info("webhook " + row.outcome)
     return WebhookOut(status="processed" if handled else "ignored", event_type=event["type"])
@@ -156,19 +174,50 @@ async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:
     return customer.user_id if customer else None
 
 
+async def _hand_over(client: Client, settings: Settings, user_id: str, ref: StripeEventRef) -> bool:
+    """Signal the customer's workflow, starting one (to adopt what Stripe has) if none runs.
+
+    False for a late event: the customer's lifecycle ended (its last run completed, canceled)
+    and the event is about the subscription it ended with, so no run starts and the customer's
+    last view stays as it was. An event about another subscription (one made in the dashboard
+    since) starts a run that adopts it if Stripe says it is live, or ends showing that view.
+    """
+    start = StartSubscription(
+        user_id=user_id,
+        adopt_customer_id=ref.customer_id,
+        policy=DunningPolicy.from_settings(settings),
+    )
+    try:
+        # A failed or terminated run may leave Stripe billing: a new run adopts it.
+        await _signal_with_start(
+            client, settings, start, ref, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+        )
+        return True
+    except WorkflowAlreadyStartedError:
+        pass
+    rpc_timeout = timedelta(seconds=settings.temporal_rpc_timeout_seconds)
+    ended = client.get_workflow_handle_for(SubscriptionWorkflow.run, workflow_id(user_id))
+    previous = await ended.result(rpc_timeout=rpc_timeout)
+    if ref.subscription_id in (None, previous.stripe_subscription_id):
+        return False
+    start = start.model_copy(update={"previous": previous})
+    await _signal_with_start(client, settings, start, ref, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+    return True
+
+
 async def _signal_with_start(
-    client: Any, settings: Settings, user_id: str, ref: StripeEventRef
+    client: Client,
+    settings: Settings,
+    start: StartSubscription,
+    ref: StripeEventRef,
+    reuse: WorkflowIDReusePolicy,
 ) -> None:
-    """Signal the customer's workflow, starting it (to adopt what Stripe has) if none runs."""
     await client.start_workflow(
         SubscriptionWorkflow.run,
-        StartSubscription(
-            user_id=user_id,
-            adopt_customer_id=ref.customer_id,
-            policy=DunningPolicy.from_settings(settings),
-        ),
-        id=workflow_id(user_id),
+        start,
+        id=workflow_id(start.user_id),
         task_queue=settings.temporal_task_queue,
+        id_reuse_policy=reuse,
         start_signal="stripe_event",
         start_signal_args=[ref],
         rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),

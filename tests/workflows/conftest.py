@@ -9,11 +9,21 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
+import stripe
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities import activities_of
+from activities.notify import NotifyActivities
+from activities.store import StoreActivities
+from activities.stripe import StripeActivities
+from core.db import AsyncSession
 from core.payloads import Interval, Plan, SubscriptionView
+from core.settings import Settings
+from tests.conftest import Inbox
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
 from workflows.policy import DunningPolicy
 from workflows.subscription import (
@@ -41,6 +51,20 @@ def order(**overrides: Any) -> StartSubscription:
         payment_method_id=overrides.pop("payment_method_id", "pm_card_visa"),
         policy=overrides.pop("policy", POLICY),
         **overrides,
+    )
+
+
+@pytest.fixture
+def real_activities(
+    settings: Settings,
+    stripe_sdk: stripe.StripeClient,
+    smtp_sink: tuple[Inbox, int],
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> list[Any]:
+    """Every activity for real: Stripe's SDK against the emulator, SMTP, the database."""
+    notify = NotifyActivities(settings.model_copy(update={"smtp_port": smtp_sink[1]}), db_sessions)
+    return activities_of(
+        StripeActivities(stripe_sdk, settings), notify, StoreActivities(db_sessions)
     )
 
 

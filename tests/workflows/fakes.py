@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.payloads import (
+    ENDED_STATUSES,
     AttachPaymentMethod,
     CancelSubscription,
     Card,
@@ -82,6 +84,8 @@ class FakeStripe:
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_pm: str | None = None
     fail_next_calls: int = 0
+    # Stripe slower than the API's wait: create_subscription answers after this many seconds.
+    slow_create_seconds: float = 0
     replies: dict[str, tuple[Any, ApplicationError | None]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
@@ -204,6 +208,7 @@ class FakeStripe:
     @idempotent
     async def create_subscription(self, req: CreateSubscription) -> SubscriptionState:
         self._record("create_subscription", req)
+        await asyncio.sleep(self.slow_create_seconds)
         if self.sub:  # the idempotency key returns the first result
             return self.state()
         start = now()
@@ -259,7 +264,7 @@ class FakeStripe:
     @activity.defn(name="stripe.find_subscription")
     async def find_subscription(self, customer_id: str) -> FoundSubscription:
         self._record("find_subscription", customer_id)
-        live = self.sub and self.sub["status"] not in ("canceled", "incomplete_expired")
+        live = self.sub.get("customer") == customer_id and self.sub["status"] not in ENDED_STATUSES
         return FoundSubscription(
             customer=CustomerRef(id=customer_id, user_id="", email="adopted@example.com"),
             subscription=self.state() if live else None,
@@ -268,6 +273,10 @@ class FakeStripe:
     @activity.defn(name="stripe.get_invoice")
     async def get_invoice(self, invoice_id: str) -> InvoiceState:
         self._record("get_invoice", invoice_id)
+        if invoice_id not in self.invoices:  # as Stripe answers: 404 resource_missing
+            raise ApplicationError(
+                f"No such invoice: '{invoice_id}'", type="InvalidRequest", non_retryable=True
+            )
         return self.invoice(invoice_id)
 
     @activity.defn(name="stripe.pay_invoice")

@@ -50,12 +50,13 @@ async def test_trial_then_active(env: WorkflowEnvironment) -> None:
         assert view.status == Status.TRIALING and view.trial_end is not None
         assert stripe.names() == [
             "ensure_customer",
+            "find_subscription",  # never a second live subscription
             "attach_payment_method",
             "set_default_payment_method",
             "create_subscription",
         ]
-        assert stripe.calls[3][1].trial_days == 14
-        assert stripe.calls[3][1].payment_method_id == "pm_card_visa_attached"
+        assert stripe.calls[4][1].trial_days == 14
+        assert stripe.calls[4][1].payment_method_id == "pm_card_visa_attached"
         started = await env.get_current_time()
 
         await env.sleep(timedelta(days=11, hours=1))

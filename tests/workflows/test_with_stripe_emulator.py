@@ -5,34 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import stripe
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from activities import activities_of
-from activities.notify import NotifyActivities
-from activities.store import StoreActivities
-from activities.stripe import StripeActivities
-from core.db import AsyncSession
 from core.payloads import SetPaymentMethod, Status
-from core.settings import Settings
 from tests.conftest import Inbox, wait_for
 from tests.workflows.conftest import POLICY, lifecycle, order
 from workflows.subscription import SubscriptionWorkflow
-
-
-@pytest.fixture
-def real_activities(
-    settings: Settings,
-    stripe_sdk: stripe.StripeClient,
-    smtp_sink: tuple[Inbox, int],
-    db_sessions: async_sessionmaker[AsyncSession],
-) -> list[Any]:
-    notify = NotifyActivities(settings.model_copy(update={"smtp_port": smtp_sink[1]}), db_sessions)
-    return activities_of(
-        StripeActivities(stripe_sdk, settings), notify, StoreActivities(db_sessions)
-    )
 
 
 async def test_declined_first_payment_recovers_with_a_new_card(
