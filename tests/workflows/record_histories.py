@@ -7,13 +7,20 @@ from datetime import timedelta
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from core.payloads import Cancel, ChangePlan, Plan, SetPaymentMethod, StripeEventRef
+from core.payloads import Cancel, ChangePlan, Interval, Plan, SetPaymentMethod, StripeEventRef
 from core.temporal import ensure_search_attributes
 from tests.conftest import BIN
 from tests.workflows.conftest import POLICY, on_fakes, order, until
+from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
 from tests.workflows.test_replay import HISTORIES
-from workflows.subscription import SEARCH_ATTRIBUTES, SubscriptionWorkflow
+from workflows.subscription import (
+    SEARCH_ATTRIBUTES,
+    StartSubscription,
+    SubscriptionWorkflow,
+    workflow_id,
+)
 
 
 async def record(env: WorkflowEnvironment) -> None:
@@ -52,6 +59,63 @@ async def record(env: WorkflowEnvironment) -> None:
         )
 
 
+async def record_adoption(env: WorkflowEnvironment) -> None:
+    """A subscription made in Stripe adopted by an event, an event for an invoice Stripe does
+    not have (contained), then a cancel."""
+    stripe, mail, store = FakeStripe(), FakeMailbox(), FakeStore()
+    stripe.sub = {
+        "id": "sub_replay_adopt",
+        "customer": "cus_replay_adopt",
+        "plan": Plan.PRO,
+        "interval": Interval.MONTHLY,
+        "status": "active",
+        "cancel_at_period_end": False,
+        "trial_end": None,
+        "period_end": await env.get_current_time() + timedelta(days=30),
+    }
+    queue = "replay-adoption"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[SubscriptionWorkflow],
+        activities=[*stripe.activities(), mail.send_email, store.record],
+    ):
+        handle = await env.client.start_workflow(
+            SubscriptionWorkflow.run,
+            StartSubscription(
+                user_id="replay-adopt", adopt_customer_id="cus_replay_adopt", policy=POLICY
+            ),
+            id=workflow_id("replay-adopt"),
+            task_queue=queue,
+            start_signal="stripe_event",
+            start_signal_args=[
+                StripeEventRef(
+                    id="evt_adopt",
+                    type="customer.subscription.created",
+                    created=await env.get_current_time(),
+                    object_id="sub_replay_adopt",
+                    customer_id="cus_replay_adopt",
+                )
+            ],
+        )
+        await until(handle, lambda v: v.status == "active")
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event,
+            StripeEventRef(
+                id="evt_gone",
+                type="invoice.payment_failed",
+                created=await env.get_current_time(),
+                object_id="in_stripe_does_not_have",
+            ),
+        )
+        await until(handle, lambda v: ("get_invoice", "in_stripe_does_not_have") in stripe.calls)
+        await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=False))
+        await handle.result()
+        (HISTORIES / "adoption_and_missing_invoice.json").write_text(
+            (await handle.fetch_history()).to_json()
+        )
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
@@ -59,7 +123,11 @@ async def main() -> None:
     )
     try:
         await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
-        await record(env)
+        # Only what is missing: a history already recorded proves older code still replays.
+        if not (HISTORIES / "dunning_to_cancel.json").exists():
+            await record(env)
+        if not (HISTORIES / "adoption_and_missing_invoice.json").exists():
+            await record_adoption(env)
     finally:
         await env.shutdown()
 
