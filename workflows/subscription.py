@@ -258,6 +258,8 @@ class SubscriptionWorkflow:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
                     ref = self.state.pending_events.pop(0)
                     await self._contained(self._on_event(ref), f"{ref.type} {ref.id}")
+                    if self._continue_as_new_due():
+                        break  # a steady stream of events never holds off continue-as-new
         if self.ended_view:
             # A late event found nothing to adopt: leave the read model as the last run left it.
             await self._quiesce()

@@ -10,6 +10,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from api.errors import execution_info
 from core.payloads import (
     Cancel,
     ChangePlan,
@@ -19,7 +20,7 @@ from core.payloads import (
     Status,
     StripeEventRef,
 )
-from tests.conftest import wait_for
+from tests.conftest import eventually, wait_for
 from tests.workflows.conftest import POLICY, on_fakes, order, until
 from workflows.subscription import (
     CUSTOMER_ID,
@@ -350,3 +351,39 @@ async def test_operators_can_retry_a_payment_now(env: WorkflowEnvironment) -> No
         assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update(SubscriptionWorkflow.retry_payment_now)
+
+
+async def test_a_steady_stream_of_events_never_holds_off_continue_as_new(
+    env: WorkflowEnvironment,
+) -> None:
+    start = order(signals_before_continue_as_new=3)
+    async with on_fakes(env, start) as (handle, stripe, _):
+        first = await execution_info(env.client, handle.id)
+        assert first is not None
+        sub = stripe.sub["id"]
+        for n in range(12):  # faster than it handles them: all queued at once
+            await handle.signal(
+                SubscriptionWorkflow.stripe_event,
+                ref("customer.subscription.updated", sub, f"evt_stream_{n}"),
+            )
+
+        async def handled_all() -> bool:
+            return stripe.names().count("get_subscription") >= 12
+
+        await eventually(handled_all)
+        latest = await execution_info(env.client, handle.id)
+        assert latest is not None
+        assert latest.execution.run_id != first.execution.run_id
+        # The first run (12 signals over its budget of 3) stopped handling events at once and
+        # continued as new with the rest: one read at creation, one for the first event.
+        history = await env.client.get_workflow_handle(
+            handle.id, run_id=first.execution.run_id
+        ).fetch_history()
+        reads = [
+            e
+            for e in history.events
+            if e.activity_task_scheduled_event_attributes.activity_type.name
+            == "stripe.get_subscription"
+        ]
+        assert len(reads) == 2
+        assert history.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
