@@ -3,12 +3,15 @@ whatever its type, API version or shape; a body that is not an event 400, never 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.stripe_events import MAX_BODY_BYTES, parse_event
@@ -312,3 +315,128 @@ async def test_a_streamed_body_over_1_mib_is_refused_without_reading_it_all(api:
     response = await api.http.send(request)
     assert response.status_code == 413
     assert sent <= MAX_BODY_BYTES + len(chunk)
+
+
+# --- any signed body: 200 or 400, never anything else -----------------------------------------
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_KEYS = ["id", "type", "created", "data", "related_object", "api_version"]
+_event_like = st.fixed_dictionaries(
+    {"object": st.sampled_from(["event", "v2.core.event"])},
+    optional={key: _json for key in _KEYS}
+    | {"data": st.fixed_dictionaries({}, optional={"object": _json})},
+)
+_REAL = [
+    sp.envelope("invoice.paid", sp.invoice("gus", sp.CURRENT)),
+    sp.envelope("invoice.payment_failed", sp.invoice("gus", sp.ACACIA)),
+    sp.envelope("customer.subscription.updated", sp.subscription("gus")),
+    sp.envelope("customer.updated", sp.customer("gus")),
+    *(sp.envelope(t, o) for t, o in sp.objects_without_id()),
+    sp.thin_event(),
+]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            found += _paths(child, (*prefix, i))
+    return found
+
+
+@st.composite
+def _mutated_real(draw: st.DrawFn) -> Any:
+    event = copy.deepcopy(draw(st.sampled_from(_REAL)))
+    event["id"] = f"evt_{draw(st.uuids()).hex}"  # mostly new events, not duplicates
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(event) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = event
+        for key in path[:-1]:
+            parent = parent[key]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(_json)
+    return event
+
+
+# What the webhook reads, in events it hands to a workflow: one of them replaced or dropped.
+_READ = [
+    ("id",),
+    ("type",),
+    ("created",),
+    ("data",),
+    ("data", "object"),
+    ("data", "object", "id"),
+    ("data", "object", "object"),
+    ("data", "object", "customer"),
+    ("data", "object", "metadata"),
+    ("data", "object", "metadata", "user_id"),
+    ("data", "object", "subscription"),
+    ("data", "object", "subscription_details"),
+    ("data", "object", "subscription_details", "metadata", "user_id"),
+    ("data", "object", "parent", "subscription_details"),
+    ("data", "object", "parent", "subscription_details", "subscription"),
+    ("data", "object", "parent", "subscription_details", "metadata", "user_id"),
+]
+
+
+@st.composite
+def _one_read_field_changed(draw: st.DrawFn) -> Any:
+    event = copy.deepcopy(draw(st.sampled_from(_REAL[:4])))
+    event["id"] = f"evt_{draw(st.uuids()).hex}"
+    path = draw(st.sampled_from([p for p in _READ if p in _paths(event)]))
+    parent = event
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(_json)
+    return event
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    payload=st.one_of(
+        st.binary(max_size=64),
+        _json,
+        _event_like,
+        _mutated_real(),
+        _one_read_field_changed(),
+        _one_read_field_changed(),
+    ),
+    ascii_only=st.booleans(),
+)
+async def test_any_signed_body_answers_200_or_400(api: Api, payload: Any, ascii_only: bool) -> None:
+    if isinstance(payload, bytes):
+        raw = payload
+    else:
+        raw = json.dumps(payload, ensure_ascii=ascii_only).encode()
+    response = await api.webhook(raw)
+    assert response.status_code in (200, 400), (response.status_code, response.text, raw[:300])
+    event(f"{response.status_code} {response.json().get('status', '')}")
+    if response.status_code == 200:
+        answer = response.json()
+        assert answer["status"] in ("processed", "duplicate", "ignored")
+        assert answer["event_type"] == payload["type"]
