@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
+
+# API.md: a user id is 1 to 64 characters of `A-Z a-z 0-9 _ . @ : -` (it names the workflow,
+# `subscription-<user id>`). Use it whole (`re.fullmatch`, or pydantic's `pattern=`).
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]{1,64}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
+
+
+def is_user_id(value: object) -> bool:
+    """True if `value` is a user id by API.md's rule."""
+    return isinstance(value, str) and _USER_ID.fullmatch(value) is not None
 
 
 class Plan(StrEnum):
@@ -223,7 +234,7 @@ class StripeEventRef(Payload):
     created: datetime
     object_id: str
     customer_id: str | None = None
-    # The subscription the object belongs to (an invoice's), when the event says.
+    # The subscription the object is or belongs to (an invoice's), when the event names one.
     subscription_id: str | None = None
 
 

@@ -1,18 +1,17 @@
 """Stripe webhooks: verify the raw body, record the event once, signal-with-start, answer.
 
 No Stripe call and no waiting on the workflow here: the workflow re-reads what the event
-points at. 2xx only once the event is recorded and handed to Temporal; 5xx otherwise, so
-Stripe retries. A valid event of a type we do not handle is 200 "ignored", never 4xx.
+points at. 2xx only once the event is recorded and handed to Temporal; 503 otherwise, so
+Stripe retries. Every validly signed event, of any type, API version or shape, is 200 (an
+event we do not handle is "ignored", never 4xx); reading and parsing the body is
+`api.stripe_events`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
-import stripe
 import structlog
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import IntegrityError
@@ -24,8 +23,9 @@ from temporalio.service import RPCError
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from api.schemas import Problem, WebhookOut
+from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
 from core.db import Customer, WebhookEvent
-from core.payloads import StripeEventRef
+from core.payloads import StripeEventRef, is_user_id
 from core.settings import Settings
 from workflows.policy import DunningPolicy
 from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
@@ -48,66 +48,15 @@ HANDLED = frozenset(
 )
 
 
-def verified_event(payload: bytes, header: str | None, settings: Settings) -> dict[str, Any]:
-    """The event if the signature matches one of the configured secrets (rotation)."""
-    if not header:
-        raise HTTPException(400, "missing Stripe-Signature header")
-    text = payload.decode("utf-8", "replace")
-    for secret in settings.stripe_webhook_secrets:
-        try:
-            stripe.WebhookSignature.verify_header(
-                text, header, secret.get_secret_value(), settings.webhook_tolerance_seconds
-            )
-            break
-        except stripe.SignatureVerificationError:
-            continue
-    else:
-        raise HTTPException(400, "invalid signature or timestamp outside the tolerance")
-    try:
-        event = json.loads(text)
-        if event.get("object") != "event":
-            raise ValueError("not an event")
-        event["id"], event["type"], event["created"], event["data"]["object"]["id"]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise HTTPException(400, "the body is not a Stripe event") from None
-    return event
-
-
-def user_of(obj: dict[str, Any]) -> str | None:
-    """The SalesFlow user an object belongs to, from the metadata we put on Stripe objects."""
-    metadata = obj.get("metadata") or {}
-    if obj.get("object") == "invoice":
-        details = (obj.get("parent") or {}).get("subscription_details") or {}
-        metadata = details.get("metadata") or {}
-    user = metadata.get("user_id")
-    return user if isinstance(user, str) and user else None
-
-
-def subscription_of(obj: dict[str, Any]) -> str | None:
-    """The subscription an object is or belongs to (an invoice's, in any API version)."""
-    if obj.get("object") == "subscription":
-        return str(obj["id"])
-    details = (obj.get("parent") or {}).get("subscription_details") or {}
-    subscription = details.get("subscription") or obj.get("subscription")
-    if isinstance(subscription, dict):
-        subscription = subscription.get("id")
-    return subscription if isinstance(subscription, str) else None
-
-
-def customer_of(obj: dict[str, Any]) -> str | None:
-    if obj.get("object") == "customer":
-        return str(obj["id"])
-    customer = obj.get("customer")
-    if isinstance(customer, dict):
-        customer = customer.get("id")
-    return customer if isinstance(customer, str) else None
-
-
 @router.post(
     "",
     response_model=WebhookOut,
     responses={
-        400: {"model": Problem, "description": "Missing, bad or stale signature; not an event"},
+        400: {
+            "model": Problem,
+            "description": "Missing or bad signature, timestamp outside the tolerance, not an event",
+        },
+        413: {"model": Problem, "description": "The body is over 1 MiB"},
         503: {
             "model": Problem,
             "description": "Could not hand the event to Temporal; Stripe retries",
@@ -118,36 +67,50 @@ async def receive(
     request: Request, settings: SettingsDep, client: TemporalDep, sessions: SessionsDep
 ) -> WebhookOut:
     """Receive one Stripe event."""
-    event = verified_event(await request.body(), request.headers.get("Stripe-Signature"), settings)
-    obj = event["data"]["object"]
-    handled_type = event["type"] in HANDLED
-    user_id = user_of(obj)
-    if user_id is None and handled_type and (customer_id := customer_of(obj)):
-        user_id = await _stored_user(sessions, customer_id)
+    try:
+        body = await read_body(request.headers.get("content-length"), request.stream())
+        text = verify_signature(
+            body,
+            request.headers.get("Stripe-Signature"),
+            [secret.get_secret_value() for secret in settings.stripe_webhook_secrets],
+            settings.webhook_tolerance_seconds,
+        )
+        event = parse_event(text)
+    except WebhookRefused as refused:
+        raise HTTPException(refused.status, refused.detail) from None
+    bound = log.bind(event_id=event.id, event_type=event.type)
+    obj = event.object
+    # The workflow re-reads what the event points at: without an object id there is nothing.
+    handled_type = event.type in HANDLED and not event.thin and obj.id is not None
+    user_id = obj.user_id
+    if obj.refused_user_id is not None:
+        bound.warning("webhook metadata user_id is not a user id", value=obj.refused_user_id)
+    elif user_id is None and handled_type and obj.customer_id:
+        user_id = await _stored_user(sessions, obj.customer_id)
     handled = handled_type and user_id is not None
     row = WebhookEvent(
-        event_id=event["id"],
-        type=event["type"],
+        event_id=event.id,
+        type=event.type,
         user_id=user_id,
-        object_id=obj["id"],
+        object_id=obj.id,
         outcome="processed" if handled else "ignored",
     )
-    bound = log.bind(event_id=event["id"], event_type=event["type"], user_id=user_id)
+    bound = bound.bind(user_id=user_id)
     async with sessions() as session:
         session.add(row)
         try:
             await session.flush()
         except IntegrityError:
             bound.info("webhook duplicate")
-            return WebhookOut(status="duplicate", event_type=event["type"])
-        if handled and user_id:
+            return WebhookOut(status="duplicate", event_type=event.type)
+        if handled and user_id and obj.id:
             ref = StripeEventRef(
-                id=event["id"],
-                type=event["type"],
-                created=datetime.fromtimestamp(event["created"], UTC),
-                object_id=obj["id"],
-                customer_id=customer_of(obj),
-                subscription_id=subscription_of(obj),
+                id=event.id,
+                type=event.type,
+                created=event.created_at,
+                object_id=obj.id,
+                customer_id=obj.customer_id,
+                subscription_id=obj.subscription_id,
             )
             try:
                 async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
@@ -162,7 +125,7 @@ async def receive(
                 bound.info("webhook for a subscription that has ended: a late event")
         await session.commit()
     bound.info("webhook " + row.outcome)
-    return WebhookOut(status="processed" if handled else "ignored", event_type=event["type"])
+    return WebhookOut(status="processed" if handled else "ignored", event_type=event.type)
 
 
 async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:
@@ -171,7 +134,7 @@ async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:
     async with sessions() as session:
         row = await session.exec(select(Customer).where(Customer.stripe_customer_id == customer_id))
         customer = row.first()
-    return customer.user_id if customer else None
+    return customer.user_id if customer and is_user_id(customer.user_id) else None
 
 
 async def _hand_over(client: Client, settings: Settings, user_id: str, ref: StripeEventRef) -> bool:
