@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 from temporalio import activity
 
-from core.db import AsyncSession, Customer, Payment, SubscriptionRecord, UsageRecord
+from core.db import AsyncSession, Customer, Payment, SubscriptionRecord, UsageRecord, insert_for
 from core.payloads import Record, UsageItem
-
-
-def _insert(session: AsyncSession, table: type[SQLModel]) -> Any:
-    """INSERT with ON CONFLICT for the session's dialect (SQLite and PostgreSQL alike)."""
-    bind = session.bind
-    assert bind is not None, "sessions are made bound to the engine"
-    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class StoreActivities:
@@ -34,20 +25,20 @@ class StoreActivities:
         async with self._sessions() as session:
             if record.customer:
                 values = record.customer.model_dump()
-                stmt = _insert(session, Customer).values(**values, created_at=datetime.now(UTC))
+                stmt = insert_for(session, Customer).values(**values, created_at=datetime.now(UTC))
                 await session.exec(
                     stmt.on_conflict_do_update(index_elements=["user_id"], set_=values)
                 )
             if record.subscription:
                 values = {**record.subscription.model_dump(), "updated_at": datetime.now(UTC)}
-                stmt = _insert(session, SubscriptionRecord).values(**values)
+                stmt = insert_for(session, SubscriptionRecord).values(**values)
                 await session.exec(
                     stmt.on_conflict_do_update(
                         index_elements=["stripe_subscription_id"], set_=values
                     )
                 )
             if record.payment:
-                stmt = _insert(session, Payment).values(**record.payment.model_dump())
+                stmt = insert_for(session, Payment).values(**record.payment.model_dump())
                 # The same invoice attempt and outcome is one row, however often it is written.
                 await session.exec(stmt.on_conflict_do_nothing())
             await session.commit()

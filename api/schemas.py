@@ -87,8 +87,11 @@ class PaymentMethodOut(BaseModel):
         )
 
 
+Outcome = Literal["processed", "duplicate", "ignored"]
+
+
 class WebhookOut(BaseModel):
-    status: Literal["processed", "duplicate", "ignored"]
+    status: Outcome
     event_type: str
 
 

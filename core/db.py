@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Column, DateTime, UniqueConstraint
+from sqlalchemy import Column, DateTime, UniqueConstraint, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -119,11 +121,30 @@ class WebhookEvent(SQLModel, table=True):
 
 def make_engine(url: str) -> AsyncEngine:
     """An async engine; the SQLite file's folder is created if missing."""
-    if url.startswith("sqlite") and ":///" in url:
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
+    if ":///" in url:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return create_async_engine(url, pool_pre_ping=True)
+    # SQLite has one writer: wait for the lock rather than fail ("database is locked"), and
+    # let readers go on beside the writer (write-ahead log).
+    engine = create_async_engine(url, pool_pre_ping=True, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _write_ahead_log(connection: Any, _: object) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    return engine
+
+
+def insert_for(session: AsyncSession, table: type[SQLModel]) -> Any:
+    """INSERT with ON CONFLICT for the session's dialect (SQLite and PostgreSQL alike)."""
+    bind = session.bind
+    assert bind is not None, "sessions are made bound to the engine"
+    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

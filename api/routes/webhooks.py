@@ -14,17 +14,18 @@ from datetime import timedelta
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select
 from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import SessionsDep, SettingsDep, TemporalDep
-from api.schemas import Problem, WebhookOut
+from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
-from core.db import Customer, WebhookEvent
+from core.db import Customer, WebhookEvent, insert_for
 from core.payloads import StripeEventRef, is_user_id
 from core.settings import Settings
 from workflows.policy import DunningPolicy
@@ -96,36 +97,63 @@ async def receive(
         outcome="processed" if handled else "ignored",
     )
     bound = bound.bind(user_id=user_id)
-    async with sessions() as session:
-        session.add(row)
+    try:
+        first_outcome = await _record(sessions, row)
+    except SQLAlchemyError as err:
+        bound.warning("webhook not recorded", error=str(err))
+        raise HTTPException(503, "could not record the event; Stripe retries") from err
+    duplicate = first_outcome is not None
+    # A redelivery of a handled event is handed over again: the first delivery may have
+    # failed after it was recorded, and the workflow ignores an event id it already has.
+    if (handled if not duplicate else first_outcome == "processed") and user_id and obj.id:
+        ref = StripeEventRef(
+            id=event.id,
+            type=event.type,
+            created=event.created_at,
+            object_id=obj.id,
+            customer_id=obj.customer_id,
+            subscription_id=obj.subscription_id,
+        )
         try:
-            await session.flush()
-        except IntegrityError:
-            bound.info("webhook duplicate")
-            return WebhookOut(status="duplicate", event_type=event.type)
-        if handled and user_id and obj.id:
-            ref = StripeEventRef(
-                id=event.id,
-                type=event.type,
-                created=event.created_at,
-                object_id=obj.id,
-                customer_id=obj.customer_id,
-                subscription_id=obj.subscription_id,
-            )
-            try:
-                async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
-                    taken = await _hand_over(client, settings, user_id, ref)
-            except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
-                await session.rollback()
-                bound.warning("webhook not handed to Temporal", error=str(err))
-                raise HTTPException(503, "could not hand the event to the billing engine") from err
-            if not taken:
-                handled = False
-                row.outcome = "ignored"
-                bound.info("webhook for a subscription that has ended: a late event")
+            async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
+                taken = await _hand_over(client, settings, user_id, ref)
+        except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
+            bound.warning("webhook not handed to Temporal", error=str(err))
+            raise HTTPException(503, "could not hand the event to the billing engine") from err
+        if not taken and not duplicate:
+            handled = False
+            bound.info("webhook for a subscription that has ended: a late event")
+            await _set_outcome(sessions, event.id, "ignored")
+    status: Outcome = "duplicate" if duplicate else "processed" if handled else "ignored"
+    bound.info("webhook " + status)
+    return WebhookOut(status=status, event_type=event.type)
+
+
+async def _record(sessions: SessionsDep, row: WebhookEvent) -> str | None:
+    """Record the event once, in a short transaction of its own (never held across the
+    Temporal call): None if it is new, else the outcome recorded the first time."""
+    async with sessions() as session:
+        values = row.model_dump(exclude={"id"})
+        result = await session.exec(
+            insert_for(session, WebhookEvent).values(**values).on_conflict_do_nothing()
+        )
         await session.commit()
-    bound.info("webhook " + row.outcome)
-    return WebhookOut(status="processed" if handled else "ignored", event_type=event.type)
+        if result.rowcount:
+            return None
+        first = await session.exec(
+            select(WebhookEvent.outcome).where(WebhookEvent.event_id == row.event_id)
+        )
+        return first.one()
+
+
+async def _set_outcome(sessions: SessionsDep, event_id: str, outcome: str) -> None:
+    async with sessions() as session:
+        await session.exec(
+            update(WebhookEvent)
+            .where(col(WebhookEvent.event_id) == event_id)
+            .values(outcome=outcome)
+        )
+        await session.commit()
 
 
 async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:

@@ -9,11 +9,15 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from api.routes import webhooks
 from core.db import WebhookEvent, make_engine, sessions
 from tests.api.conftest import ROLLED, SECRET, Api, app_settings, event, sign
 from tests.conftest import BIN
@@ -193,8 +197,35 @@ async def test_webhook_while_temporal_is_stopped_is_503(database_url: str) -> No
         assert response.status_code == 503
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["temporal"].startswith("error")
-    # Not recorded, so Stripe's retry is processed when Temporal is back.
-    assert await recorded(settings.database_url) == []
+    # Recorded before the Temporal call (no transaction spans it); Stripe's retry is handed
+    # over again (see the next test), so nothing is lost.
+    assert [r.event_id for r in await recorded(settings.database_url)] == ["evt_down"]
+
+
+async def test_a_delivery_temporal_refused_is_handed_over_on_stripes_retry(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await api.subscribe("rita")).status_code == 201
+    real = webhooks._signal_with_start
+    refusals = 0
+
+    async def down_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal refusals
+        if refusals == 0:
+            refusals += 1
+            raise RPCError("Temporal is down", RPCStatusCode.UNAVAILABLE, b"")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "_signal_with_start", down_once)
+    failed_invoice = api.stripe.renew(paid=False)
+    payload = event("invoice.payment_failed", invoice("rita", failed_invoice), "evt_rita")
+    assert (await api.webhook(payload)).status_code == 503
+    retried = await api.webhook(payload)  # Stripe retries the same event
+    assert retried.status_code == 200 and retried.json()["status"] == "duplicate"
+    await eventually_view(api, "rita", status="past_due", failed_payment_attempts=1)
+    # A third delivery is handed over too, and changes nothing: the workflow dedupes by id.
+    assert (await api.webhook(payload)).json()["status"] == "duplicate"
+    assert (await view(api, "rita"))["failed_payment_attempts"] == 1
 
 
 async def test_objects_without_our_metadata_are_matched_by_the_stored_customer(api: Api) -> None:
@@ -222,3 +253,15 @@ async def wait_for_customer_row(api: Api, user_id: str) -> None:
     finally:
         await engine.dispose()
     raise AssertionError("the customer mapping was never written")
+
+
+async def test_a_database_outage_is_503_so_stripe_retries(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(*_: Any) -> None:
+        raise OperationalError("INSERT", {}, ConnectionError("database is down"))
+
+    monkeypatch.setattr(webhooks, "_record", unreachable)
+    payload = event("customer.updated", {"id": "cus_db", "object": "customer", "metadata": {}})
+    response = await api.webhook(payload)
+    assert response.status_code == 503
