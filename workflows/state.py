@@ -1,0 +1,83 @@
+"""The subscription workflow's state and input: pydantic models that go into history.
+
+Loaded once per worker process (passed through Temporal's sandbox by the workflow module),
+not once per workflow: building pydantic models is most of what a cached workflow costs.
+Evolve only by adding fields with defaults; renaming one needs an alias.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from core.payloads import (
+    Email,
+    Interval,
+    Plan,
+    Record,
+    Status,
+    StripeEventRef,
+    SubscriptionView,
+)
+from workflows.policy import DunningPolicy
+
+
+class BillingState(BaseModel):
+    """Where the customer stands; carried across continue-as-new."""
+
+    user_id: str
+    email: str
+    name: str | None = None
+    plan: Plan | None
+    interval: Interval
+    status: Status = Status.INCOMPLETE
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    default_payment_method: str | None = None
+    cancel_at_period_end: bool = False
+    trial_end: datetime | None = None
+    current_period_end: datetime | None = None
+    amount_minor: int = 0
+    currency: str = "usd"
+    started_at: datetime | None = None
+    canceled_at: datetime | None = None
+    failures: int = 0
+    dunning_invoice_id: str | None = None
+    next_retry_at: datetime | None = None
+    trial_reminder_sent_for: datetime | None = None
+    next_sync_at: datetime | None = None
+    counted_attempts: list[str] = Field(default_factory=list)
+    receipted_invoices: list[str] = Field(default_factory=list)
+    recent_event_ids: list[str] = Field(default_factory=list)
+    pending_events: list[StripeEventRef] = Field(default_factory=list)
+    # Emails waiting to go out; sent one by one in the background so a mail outage never
+    # holds up a payment step or an API call.
+    outbox: list[Email] = Field(default_factory=list)
+    # Ledger and read-model writes waiting to go to the database, in order, likewise.
+    records: list[Record] = Field(default_factory=list)
+    writes: int = 0
+
+
+class StartSubscription(BaseModel):
+    """The workflow's one input: the order, the policy, and (after continue-as-new) the state."""
+
+    user_id: str
+    email: str = ""
+    name: str | None = None
+    plan: Plan | None = None
+    interval: Interval = Interval.MONTHLY
+    trial_days: int = Field(default=14, ge=0, le=730)
+    payment_method_id: str | None = None
+    # Started by a Stripe event for a customer with no running workflow: take over what Stripe
+    # has (a subscription made in the dashboard), or end quietly (a late event).
+    adopt_customer_id: str | None = None
+    # The view of the customer's previous run, when a late event started this one: if Stripe
+    # has nothing live to adopt, the run ends showing that view, as if it had never started.
+    previous: SubscriptionView | None = None
+    # The id of the API request that started the run (its `subscription_ready` update id):
+    # a retry of that request gets its answer again, any other create is refused (409).
+    request_id: str | None = None
+    policy: DunningPolicy = Field(default_factory=DunningPolicy)
+    signals_before_continue_as_new: int = 1_000
+    state: BillingState | None = None
