@@ -51,6 +51,8 @@ class Stack:
     ports: Ports = field(default_factory=Ports)
     demo: bool = False
     quiet: bool = False
+    # Another database than the embedded SQLite file (the benchmark runs on PostgreSQL too).
+    database_url: str | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -73,7 +75,8 @@ class Stack:
             "STRIPE_API_BASE": self.stripe_url,
             "STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
             "TEMPORAL_ADDRESS": f"127.0.0.1:{p.temporal}",
-            "DATABASE_URL": f"sqlite+aiosqlite:///{self.data / 'billing.sqlite3'}",
+            "DATABASE_URL": self.database_url
+            or f"sqlite+aiosqlite:///{self.data / 'billing.sqlite3'}",
             "SMTP_PORT": str(p.smtp),
             "API_PORT": str(p.api),
             **(DEMO_POLICY if self.demo else {}),

@@ -1,0 +1,253 @@
+"""The webhook route against a bare Temporal signal-with-start on the same dev server.
+
+A: wrk replays pre-signed `customer.subscription.updated` events (each a new event id) for
+customers with running workflows to `POST /stripe/webhooks` of the real stack.
+B: the Temporal SDK signals-with-start the same workflows directly, as fast as it can.
+A and B alternate; the medians give the ratio. The worker keeps up: events it re-read from
+Stripe against events acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from statistics import median
+
+import stripe
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+import devstack
+from bench.common import Figure, load
+from core.payloads import Interval, Plan, Status, StripeEventRef
+from core.settings import EMULATOR_API_KEY
+from tests.conftest import free_port
+from workflows.policy import DunningPolicy
+from workflows.state import BillingState, StartSubscription
+from workflows.subscription import SubscriptionWorkflow, workflow_id
+
+LUA = """
+local bodies, signatures, n = {}, {}, 0
+function setup(thread)
+  thread:set("offset", THREADS_SEEN or 0)
+  THREADS_SEEN = (THREADS_SEEN or 0) + 1
+end
+function init(args)
+  for line in io.lines(args[1]) do
+    local sig, body = line:match("^(.-)\\t(.*)$")
+    n = n + 1; signatures[n] = sig; bodies[n] = body
+  end
+  i = offset
+  stride = tonumber(args[2])
+end
+function request()
+  i = i + stride
+  local k = (i % n) + 1
+  return wrk.format("POST", "/stripe/webhooks",
+    {["Content-Type"] = "application/json", ["Stripe-Signature"] = signatures[k]}, bodies[k])
+end
+"""
+
+
+@dataclass
+class Customer:
+    user_id: str
+    customer_id: str
+    subscription_id: str
+
+
+async def customers_with_running_workflows(
+    stack: devstack.Stack, client: Client, count: int
+) -> list[Customer]:
+    """Customers and subscriptions made in the emulator, followed by running workflows."""
+    sdk = stripe.StripeClient(
+        EMULATOR_API_KEY,
+        base_addresses={"api": stack.stripe_url},
+        http_client=stripe.HTTPXClient(),
+    )
+    price = stack.env["STRIPE_PRICE_STARTER_MONTHLY"]
+    made: list[Customer] = []
+    run = uuid.uuid4().hex[:6]
+    for n in range(count):
+        user = f"bench-{run}-{n}"
+        # Workflows first, so the emulator's own events find them running.
+        customer = await sdk.v1.customers.create_async(
+            {"email": f"{user}@example.com", "metadata": {"user_id": user}}
+        )
+        made.append(Customer(user, customer.id, ""))
+    for c in made:
+        await client.start_workflow(
+            SubscriptionWorkflow.run,
+            StartSubscription(
+                user_id=c.user_id,
+                policy=DunningPolicy(),
+                state=BillingState(
+                    user_id=c.user_id,
+                    email=f"{c.user_id}@example.com",
+                    plan=Plan.STARTER,
+                    interval=Interval.MONTHLY,
+                    status=Status.ACTIVE,
+                    customer_id=c.customer_id,
+                    current_period_end=datetime.now(UTC) + timedelta(days=30),
+                ),
+            ),
+            id=workflow_id(c.user_id),
+            task_queue="billing",
+        )
+    for c in made:
+        card = await sdk.v1.payment_methods.attach_async(
+            "pm_card_visa", {"customer": c.customer_id}
+        )
+        sub = await sdk.v1.subscriptions.create_async(
+            {
+                "customer": c.customer_id,
+                "items": [{"price": price}],
+                "default_payment_method": card.id,
+                "metadata": {"user_id": c.user_id},
+            }
+        )
+        c.subscription_id = sub.id
+    return made
+
+
+def signed_events(customers: list[Customer], count: int, secret: str, path: Path) -> None:
+    now = int(time.time())
+    with path.open("w") as out:
+        for n in range(count):
+            c = customers[n % len(customers)]
+            body = json.dumps(
+                {
+                    "id": f"evt_bench_{uuid.uuid4().hex}",
+                    "object": "event",
+                    "type": "customer.subscription.updated",
+                    "created": now,
+                    "api_version": stripe.api_version,
+                    "data": {
+                        "object": {
+                            "id": c.subscription_id,
+                            "object": "subscription",
+                            "customer": c.customer_id,
+                            "status": "active",
+                            "metadata": {"user_id": c.user_id},
+                        }
+                    },
+                },
+                separators=(",", ":"),
+            )
+            mac = hmac.new(secret.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
+            out.write(f"t={now},v1={mac}\t{body}\n")
+
+
+def wrk(url: str, events: Path, script: Path, seconds: int, threads: int = 2) -> tuple[float, int]:
+    """Requests per second and non-2xx answers."""
+    done = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            "-c16",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(events),
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    return rate, int(bad[1]) if bad else 0
+
+
+async def bare_signal_with_start(
+    client: Client, customers: list[Customer], seconds: float, concurrency: int = 16
+) -> float:
+    """Signals-with-start per second, straight from the SDK, on the same workflows."""
+    sent = 0
+    deadline = time.monotonic() + seconds
+
+    async def sender(k: int) -> None:
+        nonlocal sent
+        n = k
+        while time.monotonic() < deadline:
+            c = customers[n % len(customers)]
+            n += concurrency
+            ref = StripeEventRef(
+                id=f"evt_bare_{uuid.uuid4().hex}",
+                type="customer.subscription.updated",
+                created=datetime.now(UTC),
+                object_id=c.subscription_id,
+                customer_id=c.customer_id,
+            )
+            await client.start_workflow(
+                SubscriptionWorkflow.run,
+                StartSubscription(user_id=c.user_id, adopt_customer_id=c.customer_id),
+                id=workflow_id(c.user_id),
+                task_queue="billing",
+                start_signal="stripe_event",
+                start_signal_args=[ref],
+            )
+            sent += 1
+
+    began = time.monotonic()
+    await asyncio.gather(*(sender(k) for k in range(concurrency)))
+    return sent / (time.monotonic() - began)
+
+
+async def run(
+    database: str, rounds: int = 3, seconds: int = 10, customers: int = 200
+) -> list[Figure]:
+    """The acknowledgement ratio on one database (`sqlite` or a PostgreSQL URL)."""
+    data = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    ports = devstack.Ports(*(free_port() for _ in range(5)))
+    stack = devstack.Stack(
+        Path(devstack.sys.executable),
+        data,
+        ports,
+        quiet=True,
+        database_url=None if database == "sqlite" else database,
+    )
+    stack.start()
+    try:
+        client = await Client.connect(
+            f"127.0.0.1:{ports.temporal}", data_converter=pydantic_data_converter
+        )
+        made = await customers_with_running_workflows(stack, client, customers)
+        script = data / "replay.lua"
+        script.write_text(LUA)
+        acked, bare, errors = [], [], 0
+        for _ in range(rounds):
+            events = data / "events.tsv"
+            signed_events(made, 40_000, devstack.WEBHOOK_SECRET, events)
+            rate, bad = await asyncio.to_thread(wrk, stack.api_url, events, script, seconds)
+            acked.append(rate)
+            errors += bad
+            bare.append(await bare_signal_with_start(client, made, seconds))
+        ratio = median(acked) / median(bare)
+        kind = "SQLite" if database == "sqlite" else "PostgreSQL"
+        return [
+            Figure(
+                f"webhook acks vs bare signal-with-start, {kind}",
+                ratio,
+                "x",
+                goal=0.85,
+                below=False,
+                baseline=f"{median(acked):.1f}/s vs {median(bare):.1f}/s, {errors} non-2xx, "
+                f"medians of {rounds}, {load()}",
+            )
+        ]
+    finally:
+        stack.stop()
