@@ -55,6 +55,7 @@ class Stack:
     database_url: str | None = None
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -163,6 +164,20 @@ class Stack:
                 process.kill()
         self.processes.clear()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one child, as a crash would (no clean stop); `respawn` starts it again."""
+        for entry in list(self.processes):
+            if entry[0] == name:
+                entry[1].kill()
+                entry[1].wait(10)
+                self.processes.remove(entry)
+
+    def respawn(self, name: str) -> None:
+        """Start a child again with the command and environment it was first started with."""
+        if any(running == name for running, _ in self.processes):
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(name, self.commands[name])
+
     def check(self) -> str | None:
         """The name of a process that has exited, if any."""
         for name, process in self.processes:
@@ -171,6 +186,7 @@ class Stack:
         return None
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
+        self.commands[name] = cmd
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
         out = log if self.quiet or name in ("temporal", "stripe-emulator") else None
         process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=out or log)
