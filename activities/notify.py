@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from importlib import resources
 from string import Template
 
@@ -32,7 +32,8 @@ def render(email: Email, sender: str) -> EmailMessage:
     message["Date"] = formatdate(localtime=False)
     # A stable Message-ID lets mail systems drop a copy sent twice after a crash mid-send.
     digest = hashlib.sha256(email.idempotency_key.encode()).hexdigest()[:32]
-    message["Message-ID"] = make_msgid(idstring=digest, domain="billing.salesflow")
+    # (make_msgid would add the time, the pid and randomness: not stable.)
+    message["Message-ID"] = f"<{digest}@billing.salesflow>"
     message["X-SalesFlow-Kind"] = email.kind.value
     message.set_content(body)
     return message

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from activities.notify import NotifyActivities
+from activities.notify import NotifyActivities, render
 from core.db import AsyncSession
 from core.payloads import Email, EmailKind
 from core.settings import Settings
@@ -90,3 +90,13 @@ async def test_smtp_down_fails_retryably(db_sessions: Any) -> None:
         from core.db import NotificationSent
 
         assert (await session.exec(select(NotificationSent))).all() == []
+
+
+def test_the_message_id_is_the_same_for_the_same_key() -> None:
+    # A copy sent again after a crash between sending and recording carries the same
+    # Message-ID, so mail systems can drop it.
+    email = Email(kind=EmailKind.RECEIPT, to="c@example.com", idempotency_key="wf/run/receipt/x")
+    first, again = render(email, "billing@x.test"), render(email, "billing@x.test")
+    assert first["Message-ID"] == again["Message-ID"]
+    other = render(email.model_copy(update={"idempotency_key": "wf/run/receipt/y"}), "b@x.test")
+    assert other["Message-ID"] != first["Message-ID"]
