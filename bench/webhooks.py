@@ -80,10 +80,9 @@ async def customers_with_running_workflows(
     run = uuid.uuid4().hex[:6]
     for n in range(count):
         user = f"bench-{run}-{n}"
-        # Workflows first, so the emulator's own events find them running.
-        customer = await sdk.v1.customers.create_async(
-            {"email": f"{user}@example.com", "metadata": {"user_id": user}}
-        )
+        # No user metadata yet: the emulator's customer.created must not start a workflow
+        # before ours (with its state) does.
+        customer = await sdk.v1.customers.create_async({"email": f"{user}@example.com"})
         made.append(Customer(user, customer.id, ""))
     for c in made:
         await client.start_workflow(

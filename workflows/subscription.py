@@ -205,7 +205,7 @@ class SubscriptionWorkflow:
                 continue
             async with self.lock:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
-                    ref = self.state.pending_events.pop(0)
+                    ref = self._next_event()
                     await self._contained(self._on_event(ref), f"{ref.type} {ref.id}")
                     if self._continue_as_new_due():
                         break  # a steady stream of events never holds off continue-as-new
@@ -382,6 +382,10 @@ class SubscriptionWorkflow:
             s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
         if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
             await self._check_invoice(found.subscription.latest_invoice_id)
+
+    def _next_event(self) -> StripeEventRef:
+        ref, self.state.pending_events = fold_next(self.state.pending_events)
+        return ref
 
     async def _on_event(self, ref: StripeEventRef) -> None:
         """A Stripe event: re-read what it points at instead of trusting the order of events."""
@@ -996,6 +1000,25 @@ class SubscriptionWorkflow:
                 },
             )
         )
+
+
+def fold_next(pending: list[StripeEventRef]) -> tuple[StripeEventRef, list[StripeEventRef]]:
+    """The next event to handle, with the later ones about the same object folded into it (one
+    re-read answers them all: an event says "it changed", never how), and what is left."""
+    ref, *rest = pending
+    same = [other for other in rest if _about(other) == _about(ref)]
+    if not same:
+        return ref, rest
+    reminder = [e for e in (ref, *same) if e.type == "customer.subscription.trial_will_end"]
+    return (reminder[0] if reminder else ref), [e for e in rest if _about(e) != _about(ref)]
+
+
+def _about(ref: StripeEventRef) -> tuple[str, str]:
+    """What an event makes the workflow re-read: the invoice or the subscription it names."""
+    for kind in ("invoice.", "customer.subscription."):
+        if ref.type.startswith(kind):
+            return kind, ref.object_id
+    return ref.type, ref.id  # nothing to re-read: never folded
 
 
 def _money(minor: int, currency: str) -> str:

@@ -29,6 +29,7 @@ from workflows.subscription import (
     PLAN,
     STATUS,
     SubscriptionWorkflow,
+    fold_next,
 )
 
 
@@ -360,27 +361,62 @@ async def test_a_steady_stream_of_events_never_holds_off_continue_as_new(
     async with on_fakes(env, start) as (handle, stripe, _):
         first = await execution_info(env.client, handle.id)
         assert first is not None
-        sub = stripe.sub["id"]
-        for n in range(12):  # faster than it handles them: all queued at once
+        for n in range(12):  # faster than it handles them, each about another invoice
             await handle.signal(
                 SubscriptionWorkflow.stripe_event,
-                ref("customer.subscription.updated", sub, f"evt_stream_{n}"),
+                ref("invoice.paid", f"in_elsewhere_{n}", f"evt_stream_{n}"),
             )
 
         async def handled_all() -> bool:
-            return stripe.names().count("get_subscription") >= 12
+            return ("get_invoice", "in_elsewhere_11") in stripe.calls
 
         await eventually(handled_all)
         latest = await execution_info(env.client, handle.id)
         assert latest is not None
         assert latest.execution.run_id != first.execution.run_id
         # The first run stopped handling events once over its budget of 3 signals and
-        # continued as new with the rest: one read at creation, at most 3 for events.
+        # continued as new with the rest: at most 3 of them were read in it.
         history = await env.client.get_workflow_handle(
             handle.id, run_id=first.execution.run_id
         ).fetch_history()
-        reads = [
-            e for e in history.events if b"re-read subscription" in e.user_metadata.summary.data
-        ]
-        assert len(reads) <= 1 + 3
+        reads = [e for e in history.events if b"in_elsewhere" in e.user_metadata.summary.data]
+        assert len(reads) <= 3
         assert history.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+
+
+def test_a_burst_of_events_about_one_object_is_folded_into_one() -> None:
+    burst = [
+        ref("customer.subscription.updated", "sub_1", "evt_1"),
+        ref("invoice.payment_failed", "in_1", "evt_2"),
+        ref("customer.subscription.trial_will_end", "sub_1", "evt_3"),
+        ref("invoice.paid", "in_1", "evt_4"),
+        ref("customer.updated", "cus_1", "evt_5"),
+        ref("customer.updated", "cus_1", "evt_6"),
+        ref("invoice.paid", "in_2", "evt_7"),
+    ]
+    handled = []
+    while burst:
+        event, burst = fold_next(burst)
+        handled.append(event.id)
+    # One re-read of sub_1 (the reminder kept), one of in_1, one of in_2; others untouched.
+    assert handled == ["evt_3", "evt_2", "evt_5", "evt_6", "evt_7"]
+
+
+async def test_events_in_a_burst_are_all_answered(env: WorkflowEnvironment) -> None:
+    async with on_fakes(env, order(trial_days=14)) as (handle, stripe, mail):
+        sub = stripe.sub["id"]
+        reads_before = stripe.names().count("get_subscription")
+        for n, type_ in enumerate(
+            [
+                "customer.subscription.updated",
+                "customer.subscription.updated",
+                "customer.subscription.trial_will_end",
+                "customer.subscription.updated",
+            ]
+        ):
+            await handle.signal(SubscriptionWorkflow.stripe_event, ref(type_, sub, f"evt_b{n}"))
+        await wait_for(lambda: mail.kinds() == ["trial_ending"])
+        reads = stripe.names().count("get_subscription") - reads_before
+        assert 1 <= reads <= 4
+        view = await handle.query(SubscriptionWorkflow.view)
+        assert view.status == Status.TRIALING
