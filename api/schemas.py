@@ -92,11 +92,22 @@ class WebhookOut(BaseModel):
     event_type: str
 
 
-class Problem(BaseModel):
-    """Every error answer."""
+class FieldError(BaseModel):
+    """Where a request is invalid and why; never the offending input."""
 
-    detail: str
-    code: str | None = None
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """Every error answer: an RFC 9457 problem, served as `application/problem+json`."""
+
+    type: str = Field(default="about:blank", description="A URI naming the kind of problem")
+    title: str = Field(description="The HTTP status phrase")
+    status: int
+    detail: str = Field(description="What went wrong, for a human")
+    errors: list[FieldError] | None = Field(default=None, description="Validation errors only")
+    code: str | None = Field(default=None, description="A machine-readable reason, when one helps")
 
 
 class UsageRequest(Body):

@@ -13,12 +13,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from api.auth import Principal
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
 from api.errors import NOT_FOUND, steering
+from api.problems import invalid, problems
 from api.schemas import (
     ChangeSubscriptionRequest,
     CreateSubscriptionRequest,
     PaymentMethodOut,
     PaymentMethodRequest,
-    Problem,
     SubscriptionOut,
 )
 from core.payloads import Cancel, ChangePlan, RemovePaymentMethod, SetPaymentMethod
@@ -27,14 +27,10 @@ from workflows.subscription import StartSubscription, SubscriptionWorkflow, work
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or invalid bearer token"},
-    404: {"model": Problem, "description": "No subscription for this user (or not yours)"},
-    503: {"model": Problem, "description": "The billing engine is unavailable; retry"},
-}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": Problem, "description": "The subscription's state forbids this"}
-}
+# Every route also answers 422 (and 400 for a body it cannot read): see api/problems.py.
+ERRORS: dict[int | str, dict[str, Any]] = problems(401, 404, 503)
+CONFLICT: dict[int | str, dict[str, Any]] = problems(409)
+STEER: dict[int | str, dict[str, Any]] = {**ERRORS, **CONFLICT, **problems(502)}
 
 
 def owned(principal: Principal, user_id: str) -> str:
@@ -48,13 +44,20 @@ def owned(principal: Principal, user_id: str) -> str:
     "",
     status_code=201,
     response_model=SubscriptionOut,
-    responses={
-        **ERRORS,
-        **CONFLICT,
-        402: {"model": Problem, "description": "Card declined"},
-        403: {"model": Problem, "description": "Only admins may pass user_id"},
-        422: {"model": Problem, "description": "Invalid request (e.g. unknown plan)"},
-    },
+    responses=problems(
+        401,
+        402,
+        403,
+        409,
+        422,
+        502,
+        503,
+        described={
+            403: "Only admins may pass user_id",
+            409: "The user already has a live subscription",
+            422: "Invalid request (e.g. unknown plan)",
+        },
+    ),
 )
 async def create_subscription(
     body: CreateSubscriptionRequest,
@@ -108,7 +111,7 @@ async def get_subscription(
     return SubscriptionOut.of(view)
 
 
-@router.patch("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.patch("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def change_subscription(
     user_id: str,
     body: ChangeSubscriptionRequest,
@@ -118,7 +121,7 @@ async def change_subscription(
 ) -> SubscriptionOut:
     """Change plan and/or interval, with the given proration behaviour."""
     if body.plan is None and body.interval is None:
-        raise HTTPException(422, "give a plan, an interval or both")
+        raise invalid(("body",), "give a plan, an interval or both")
     handle = client.get_workflow_handle(owned(principal, user_id))
     change = ChangePlan(
         plan=body.plan, interval=body.interval, proration_behavior=body.proration_behavior
@@ -128,7 +131,7 @@ async def change_subscription(
     return SubscriptionOut.of(view)
 
 
-@router.delete("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.delete("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def cancel_subscription(
     user_id: str,
     principal: PrincipalDep,
@@ -145,7 +148,7 @@ async def cancel_subscription(
     return SubscriptionOut.of(view)
 
 
-@router.post("/{user_id}/resume", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.post("/{user_id}/resume", response_model=SubscriptionOut, responses=STEER)
 async def resume_subscription(
     user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
@@ -159,7 +162,7 @@ async def resume_subscription(
 @router.post(
     "/{user_id}/payment-methods",
     response_model=PaymentMethodOut,
-    responses={**ERRORS, **CONFLICT, 402: {"model": Problem, "description": "Card declined"}},
+    responses={**STEER, **problems(402)},
 )
 async def add_payment_method(
     user_id: str,
@@ -182,7 +185,7 @@ async def add_payment_method(
     "/{user_id}/payment-methods/{payment_method_id}",
     status_code=204,
     response_class=Response,
-    responses={**ERRORS, **CONFLICT},
+    responses=STEER,
 )
 async def remove_payment_method(
     user_id: str,
