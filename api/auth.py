@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
 
 import jwt
 
+from core.payloads import USER_ID_PATTERN
 from core.settings import Settings, get_settings
 
 ALGORITHM = "HS256"
@@ -39,7 +41,7 @@ def verify(token: str, settings: Settings) -> Principal:
     except jwt.PyJWTError as err:
         raise InvalidToken(str(err)) from err
     subject = claims["sub"]
-    if not isinstance(subject, str) or not subject:
+    if not isinstance(subject, str) or not re.fullmatch(USER_ID_PATTERN, subject):
         raise InvalidToken("sub must be a user id")
     return Principal(user_id=subject, admin=claims.get("role") == "admin")
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--admin", action="store_true")
     parser.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
     args = parser.parse_args(argv)
+    if not re.fullmatch(USER_ID_PATTERN, args.user):
+        parser.error("--user must be 1 to 64 characters of A-Z a-z 0-9 _ . @ : -")
     sys.stdout.write(mint(args.user, get_settings(), admin=args.admin, ttl_seconds=args.ttl) + "\n")
 
 

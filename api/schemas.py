@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from core.payloads import (
+    USER_ID_PATTERN,
     Interval,
     PaymentMethodInfo,
     Plan,
@@ -15,6 +17,14 @@ from core.payloads import (
     Status,
     SubscriptionView,
 )
+
+PAYMENT_METHOD_ID_PATTERN = r"^pm_[A-Za-z0-9_]+$"
+USER_ID_RULE = "1 to 64 characters of A-Z a-z 0-9 _ . @ : -"
+
+UserId = Annotated[
+    str,
+    Path(pattern=USER_ID_PATTERN, max_length=64, description=f"The user id: {USER_ID_RULE}."),
+]
 
 
 class Body(BaseModel):
@@ -26,12 +36,15 @@ class CreateSubscriptionRequest(Body):
     interval: Interval = Interval.MONTHLY
     trial_days: int = Field(default=14, ge=0, le=730)
     payment_method_id: str | None = Field(
-        default=None, pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255
+        default=None, pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255
     )
     email: EmailStr
     name: str | None = Field(default=None, max_length=255)
     user_id: str | None = Field(
-        default=None, description="Admins only: act for this user.", max_length=255
+        default=None,
+        pattern=USER_ID_PATTERN,
+        max_length=64,
+        description=f"Admins only: act for this user ({USER_ID_RULE}).",
     )
 
 
@@ -42,7 +55,7 @@ class ChangeSubscriptionRequest(Body):
 
 
 class PaymentMethodRequest(Body):
-    payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255)
+    payment_method_id: str = Field(pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255)
 
 
 class SubscriptionOut(BaseModel):

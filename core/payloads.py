@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]{1,64}$"
+
 
 class Plan(StrEnum):
     STARTER = "starter"

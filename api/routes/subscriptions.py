@@ -6,7 +6,7 @@ from contextlib import suppress
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -15,11 +15,13 @@ from api.deps import PrincipalDep, SettingsDep, TemporalDep
 from api.errors import NOT_FOUND, steering
 from api.problems import invalid, problems
 from api.schemas import (
+    PAYMENT_METHOD_ID_PATTERN,
     ChangeSubscriptionRequest,
     CreateSubscriptionRequest,
     PaymentMethodOut,
     PaymentMethodRequest,
     SubscriptionOut,
+    UserId,
 )
 from core.payloads import Cancel, ChangePlan, RemovePaymentMethod, SetPaymentMethod
 from workflows.policy import DunningPolicy
@@ -101,7 +103,7 @@ async def create_subscription(
 
 @router.get("/{user_id}", response_model=SubscriptionOut, responses=ERRORS)
 async def get_subscription(
-    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+    user_id: UserId, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
     handle = client.get_workflow_handle(owned(principal, user_id))
     async with steering(settings.api_wait_seconds, client, handle.id):
@@ -113,7 +115,7 @@ async def get_subscription(
 
 @router.patch("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def change_subscription(
-    user_id: str,
+    user_id: UserId,
     body: ChangeSubscriptionRequest,
     principal: PrincipalDep,
     client: TemporalDep,
@@ -133,7 +135,7 @@ async def change_subscription(
 
 @router.delete("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def cancel_subscription(
-    user_id: str,
+    user_id: UserId,
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,
@@ -150,7 +152,7 @@ async def cancel_subscription(
 
 @router.post("/{user_id}/resume", response_model=SubscriptionOut, responses=STEER)
 async def resume_subscription(
-    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+    user_id: UserId, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
     """Undo a cancel scheduled for the end of the period."""
     handle = client.get_workflow_handle(owned(principal, user_id))
@@ -165,7 +167,7 @@ async def resume_subscription(
     responses={**STEER, **problems(402)},
 )
 async def add_payment_method(
-    user_id: str,
+    user_id: UserId,
     body: PaymentMethodRequest,
     principal: PrincipalDep,
     client: TemporalDep,
@@ -188,8 +190,8 @@ async def add_payment_method(
     responses=STEER,
 )
 async def remove_payment_method(
-    user_id: str,
-    payment_method_id: str,
+    user_id: UserId,
+    payment_method_id: Annotated[str, Path(pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255)],
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,

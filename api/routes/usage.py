@@ -15,7 +15,7 @@ from api.deps import PrincipalDep, SessionsDep, SettingsDep
 from api.errors import NOT_FOUND
 from api.problems import invalid, problems
 from api.routes.subscriptions import owned
-from api.schemas import UsageOut, UsageRequest
+from api.schemas import UsageOut, UsageRequest, UserId
 from core.db import Customer, UsageRecord
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["usage"])
@@ -40,7 +40,7 @@ AHEAD = timedelta(minutes=5)
     ),
 )
 async def record_usage(
-    user_id: str,
+    user_id: UserId,
     body: UsageRequest,
     principal: PrincipalDep,
     sessions: SessionsDep,

@@ -143,3 +143,5 @@ async def test_openapi_documents_every_error_as_a_problem(api: Api) -> None:
         "503",
     }
     assert set(paths["/analytics/revenue"]["get"]["responses"]) >= {"401", "403", "422"}
+    user_id = paths["/stripe/subscriptions/{user_id}"]["get"]["parameters"][0]
+    assert user_id["schema"]["pattern"] == "^[A-Za-z0-9_.@:-]{1,64}$"
