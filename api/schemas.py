@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+import email_validator
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from core.payloads import (
     USER_ID_PATTERN,
@@ -27,18 +34,58 @@ UserId = Annotated[
 ]
 
 
+def valid_email(value: str) -> str:
+    """The normalized address; ValueError if it is not one.
+
+    Syntax only, no DNS. email-validator's own options admit the `.test` domains (RFC 6761) that
+    clients and tests use; other special-use names (`.invalid`, `.local`, `localhost`, `.onion`)
+    and dotless domains stay refused: mail to them can never be delivered.
+    """
+    try:
+        checked = email_validator.validate_email(
+            value, check_deliverability=False, test_environment=True
+        )
+    except email_validator.EmailNotValidError as err:
+        raise ValueError(f"value is not a valid email address: {err}") from None
+    return checked.normalized
+
+
+Email = Annotated[
+    str,
+    AfterValidator(valid_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class CreateSubscriptionRequest(Body):
+    """`email` may be left out when acting for oneself (no `user_id`) with a token that carries
+    an `email` claim."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"user_id": {"type": "null"}}},
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+            ]
+        },
+    )
+
     plan: Plan
     interval: Interval = Interval.MONTHLY
     trial_days: int = Field(default=14, ge=0, le=730)
     payment_method_id: str | None = Field(
         default=None, pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255
     )
-    email: EmailStr
+    email: Email | None = Field(
+        default=None,
+        description="Required with `user_id`, and otherwise unless the bearer token carries "
+        "an `email` claim.",
+    )
     name: str | None = Field(default=None, max_length=255)
     user_id: str | None = Field(
         default=None,

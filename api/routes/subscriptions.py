@@ -57,7 +57,7 @@ def owned(principal: Principal, user_id: str) -> str:
         described={
             403: "Only admins may pass user_id",
             409: "The user already has a live subscription",
-            422: "Invalid request (e.g. unknown plan)",
+            422: "Invalid request (e.g. unknown plan, or no email in the body nor the token)",
         },
     ),
 )
@@ -71,9 +71,14 @@ async def create_subscription(
     user_id = body.user_id or principal.user_id
     if user_id != principal.user_id and not principal.admin:
         raise HTTPException(403, "only admins may act for another user")
+    # The token's email is its subject's: used only when no user_id is given.
+    email = body.email or (principal.email if body.user_id is None else None)
+    if email is None:
+        reason = "with user_id" if body.user_id else "unless the token carries an email claim"
+        raise invalid(("body", "email"), f"Field required {reason}")
     start = StartSubscription(
         user_id=user_id,
-        email=body.email,
+        email=email,
         name=body.name,
         plan=body.plan,
         interval=body.interval,
