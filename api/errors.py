@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import HTTPException
 from temporalio.api.common.v1 import WorkflowExecution
@@ -70,16 +71,33 @@ async def steering(
         raise HTTPException(503, "the billing engine did not answer in time; try again") from err
 
 
-async def _has_ended(client: Client, workflow_id: str) -> bool:
-    # The raw description: only the status is needed, nothing else decoded.
+async def execution_status(
+    client: Client, workflow_id: str, rpc_timeout: timedelta | None = None
+) -> WorkflowExecutionStatus | None:
+    """The status of the workflow's latest run (None: one this SDK does not name), in one
+    describe RPC; RPCError NOT_FOUND if there is none.
+
+    The raw description: only the status is needed. The typed `describe()` also decodes the
+    search attributes, and fails on a datetime one the workflow has unset.
+    """
     request = DescribeWorkflowExecutionRequest(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
     )
+    described = await client.workflow_service.describe_workflow_execution(
+        request, timeout=rpc_timeout
+    )
     try:
-        described = await client.workflow_service.describe_workflow_execution(request)
+        return WorkflowExecutionStatus(described.workflow_execution_info.status)
+    except ValueError:
+        return None
+
+
+async def _has_ended(client: Client, workflow_id: str) -> bool:
+    try:
+        status = await execution_status(client, workflow_id)
     except RPCError:
         return False
-    return described.workflow_execution_info.status != WorkflowExecutionStatus.RUNNING.value
+    return status != WorkflowExecutionStatus.RUNNING
 
 
 def _from_cause(cause: BaseException | None) -> HTTPException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 import email_validator
@@ -14,6 +15,7 @@ from pydantic import (
     Field,
     WithJsonSchema,
 )
+from temporalio.client import WorkflowExecutionStatus
 
 from core.payloads import (
     USER_ID_PATTERN,
@@ -105,6 +107,28 @@ class PaymentMethodRequest(Body):
     payment_method_id: str = Field(pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255)
 
 
+class WorkflowStatus(StrEnum):
+    """Whether the customer's workflow runs, or how it ended (Temporal's names, lower case)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TERMINATED = "terminated"
+    CONTINUED_AS_NEW = "continued_as_new"
+    TIMED_OUT = "timed_out"
+
+    @classmethod
+    def of(cls, status: WorkflowExecutionStatus | None) -> WorkflowStatus:
+        """Temporal's status; one this API does not name (None, or e.g. paused) is open."""
+        if status is None:
+            return cls.RUNNING
+        try:
+            return cls(status.name.lower())
+        except ValueError:
+            return cls.RUNNING
+
+
 class SubscriptionOut(BaseModel):
     """The subscription view. Times are ISO 8601 in UTC."""
 
@@ -120,10 +144,16 @@ class SubscriptionOut(BaseModel):
     stripe_customer_id: str | None
     stripe_subscription_id: str | None
     workflow_id: str
+    workflow_status: WorkflowStatus = Field(
+        description="`running`, or how the customer's workflow ended: a stopped workflow is "
+        "never reported as live."
+    )
 
     @classmethod
-    def of(cls, view: SubscriptionView) -> SubscriptionOut:
-        return cls(**view.model_dump())
+    def of(
+        cls, view: SubscriptionView, workflow_status: WorkflowStatus = WorkflowStatus.RUNNING
+    ) -> SubscriptionOut:
+        return cls(**view.model_dump(), workflow_status=workflow_status)
 
 
 class CardOut(BaseModel):

@@ -12,7 +12,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from api.auth import Principal
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
-from api.errors import NOT_FOUND, steering
+from api.errors import NOT_FOUND, execution_status, steering
 from api.problems import invalid, problems
 from api.schemas import (
     PAYMENT_METHOD_ID_PATTERN,
@@ -22,6 +22,7 @@ from api.schemas import (
     PaymentMethodRequest,
     SubscriptionOut,
     UserId,
+    WorkflowStatus,
 )
 from core.payloads import Cancel, ChangePlan, RemovePaymentMethod, SetPaymentMethod
 from workflows.policy import DunningPolicy
@@ -110,12 +111,18 @@ async def create_subscription(
 async def get_subscription(
     user_id: UserId, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
+    """The subscription view, with whether the customer's workflow still runs."""
     handle = client.get_workflow_handle(owned(principal, user_id))
-    async with steering(settings.api_wait_seconds, client, handle.id):
-        view = await handle.query(
-            SubscriptionWorkflow.view, rpc_timeout=timedelta(seconds=settings.api_wait_seconds)
-        )
-    return SubscriptionOut.of(view)
+    rpc_timeout = timedelta(seconds=settings.api_wait_seconds)
+    # A workflow that never existed is NOT_FOUND on describe: 404, no second look needed.
+    async with steering(settings.api_wait_seconds):
+        described = await execution_status(client, handle.id, rpc_timeout)
+        view = await handle.query(SubscriptionWorkflow.view, rpc_timeout=rpc_timeout)
+    status = WorkflowStatus.of(described)
+    if status != WorkflowStatus.RUNNING and view.stripe_subscription_id is None:
+        # A run that found nothing to adopt, or whose creation failed: no subscription.
+        raise HTTPException(404, NOT_FOUND)
+    return SubscriptionOut.of(view, status)
 
 
 @router.patch("/{user_id}", response_model=SubscriptionOut, responses=STEER)
