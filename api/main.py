@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(health.router)
     app.add_middleware(RefuseCardNumbers, exempt=CARD_CHECK_EXEMPT)
     problems.install(app, exempt=CARD_CHECK_EXEMPT)
+    usage.document_metrics(app, settings)
 
     @app.middleware("http")
     async def access_log(

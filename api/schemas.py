@@ -11,9 +11,11 @@ from fastapi import Path
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
+    model_validator,
 )
 from temporalio.client import WorkflowExecutionStatus
 
@@ -59,6 +61,24 @@ Email = Annotated[
 ]
 
 
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a valid integer, not a boolean")
+    return value
+
+
+def _text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("Input should be an ISO 8601 date-time string")
+    return value
+
+
+# What the document says, no more: pydantic's lax mode would also take `true` for 1 and a
+# number for a Unix time.
+Integer = Annotated[int, BeforeValidator(_not_bool)]
+Timestamp = Annotated[datetime, BeforeValidator(_text)]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +99,7 @@ class CreateSubscriptionRequest(Body):
 
     plan: Plan
     interval: Interval = Interval.MONTHLY
-    trial_days: int = Field(default=14, ge=0, le=730)
+    trial_days: Integer = Field(default=14, ge=0, le=730)
     payment_method_id: str | None = Field(
         default=None, pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255
     )
@@ -98,9 +118,27 @@ class CreateSubscriptionRequest(Body):
 
 
 class ChangeSubscriptionRequest(Body):
+    """A new plan, interval or both (at least one of them, not null)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+                for field in ("plan", "interval")
+            ]
+        },
+    )
+
     plan: Plan | None = None
     interval: Interval | None = None
     proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ChangeSubscriptionRequest:
+        if self.plan is None and self.interval is None:
+            raise ValueError("give a plan, an interval or both")
+        return self
 
 
 class PaymentMethodRequest(Body):
@@ -202,8 +240,11 @@ class Problem(BaseModel):
 
 class UsageRequest(Body):
     metric: str = Field(max_length=100, description="A configured metric, e.g. leads_generated")
-    quantity: int = Field(gt=0)
-    timestamp: datetime | None = Field(default=None, description="When it happened (default now)")
+    quantity: Integer = Field(gt=0)
+    timestamp: Timestamp | None = Field(
+        default=None,
+        description="When it happened (default now): within the past 35 days, not in the future",
+    )
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 

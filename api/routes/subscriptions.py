@@ -134,8 +134,6 @@ async def change_subscription(
     settings: SettingsDep,
 ) -> SubscriptionOut:
     """Change plan and/or interval, with the given proration behaviour."""
-    if body.plan is None and body.interval is None:
-        raise invalid(("body",), "give a plan, an interval or both")
     handle = client.get_workflow_handle(owned(principal, user_id))
     change = ChangePlan(
         plan=body.plan, interval=body.interval, proration_behavior=body.proration_behavior

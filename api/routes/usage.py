@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -17,12 +18,29 @@ from api.problems import invalid, problems
 from api.routes.subscriptions import owned
 from api.schemas import UsageOut, UsageRequest, UserId
 from core.db import Customer, UsageRecord
+from core.settings import Settings
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["usage"])
 
 # Stripe accepts meter events from the past 35 days up to 5 minutes ahead.
 OLDEST = timedelta(days=35)
 AHEAD = timedelta(minutes=5)
+
+
+def document_metrics(app: FastAPI, settings: Settings) -> None:
+    """Name the configured metrics in `/openapi.json`: any other is 422."""
+    previous = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = previous()
+        if settings.stripe_meter_events:
+            metric = spec["components"]["schemas"]["UsageRequest"]["properties"]["metric"]
+            metric["enum"] = sorted(settings.stripe_meter_events)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @router.post(

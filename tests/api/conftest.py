@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -57,6 +58,7 @@ class Api:
     mail: FakeMailbox
     settings: Settings
     env: WorkflowEnvironment
+    app: FastAPI
 
     def stripe_now(self) -> Any:
         from datetime import UTC, datetime, timedelta
@@ -121,5 +123,5 @@ async def api(env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Api]
             transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
         ) as http,
     ):
-        yield Api(http, stripe, mail, settings, env)
+        yield Api(http, stripe, mail, settings, env, app)
     await engine.dispose()

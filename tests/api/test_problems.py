@@ -75,7 +75,7 @@ async def test_422_names_the_fields_and_never_echoes_the_input(api: Api) -> None
     # Errors a route finds itself look the same.
     nothing = await api.http.patch("/stripe/subscriptions/dave", json={}, headers=api.auth("dave"))
     assert problem(nothing, 422)["errors"] == [
-        {"loc": ["body"], "msg": "give a plan, an interval or both"}
+        {"loc": ["body"], "msg": "Value error, give a plan, an interval or both"}
     ]
     card = await api.http.post(
         "/stripe/subscriptions",
