@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import PROBLEM_JSON, problem_body
 
 # 13 to 19 digits, optionally grouped by spaces or dashes.
 _CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
@@ -68,18 +69,19 @@ class RefuseCardNumbers:
 
 
 async def _refuse(send: Send) -> None:
-    payload: dict[str, Any] = {
-        "detail": "Card numbers must not be sent to this service: collect the card with Stripe "
+    payload = problem_body(
+        422,
+        "Card numbers must not be sent to this service: collect the card with Stripe "
         "(Elements or Checkout) and send the payment method id (pm_...).",
-        "code": "card_number_refused",
-    }
+        code="card_number_refused",
+    )
     body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 422,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

@@ -73,26 +73,41 @@ async def steering(
         raise HTTPException(503, "the billing engine did not answer in time; try again") from err
 
 
-async def execution_info(
-    client: Client, workflow_id: str, rpc_timeout: float = 5.0
-) -> WorkflowExecutionInfo | None:
-    """The latest run's raw description (status, memo), None if there is none or Temporal
-    does not answer. Raw: nothing is decoded that is not needed (search attributes)."""
+async def describe_raw(
+    client: Client, workflow_id: str, rpc_timeout: timedelta | None = None
+) -> WorkflowExecutionInfo:
+    """The latest run's raw description (status, memo), in one describe RPC; RPCError
+    NOT_FOUND if there is none.
+
+    Raw: the typed `describe()` also decodes the search attributes, and fails on a datetime
+    one the workflow has unset.
+    """
     request = DescribeWorkflowExecutionRequest(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
     )
-    try:
-        described = await client.workflow_service.describe_workflow_execution(
-            request, timeout=timedelta(seconds=rpc_timeout)
-        )
-    except RPCError:
-        return None
+    described = await client.workflow_service.describe_workflow_execution(
+        request, timeout=rpc_timeout
+    )
     return described.workflow_execution_info
 
 
+async def execution_status(
+    client: Client, workflow_id: str, rpc_timeout: timedelta | None = None
+) -> WorkflowExecutionStatus | None:
+    """The status of the workflow's latest run (None: one this SDK does not name)."""
+    info = await describe_raw(client, workflow_id, rpc_timeout)
+    try:
+        return WorkflowExecutionStatus(info.status)
+    except ValueError:
+        return None
+
+
 async def _has_ended(client: Client, workflow_id: str) -> bool:
-    info = await execution_info(client, workflow_id)
-    return info is not None and info.status != WorkflowExecutionStatus.RUNNING.value
+    try:
+        status = await execution_status(client, workflow_id)
+    except RPCError:
+        return False
+    return status != WorkflowExecutionStatus.RUNNING
 
 
 def _from_cause(cause: BaseException | None) -> HTTPException:

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+import email_validator
+from fastapi import Path
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from temporalio.client import WorkflowExecutionStatus
 
 from core.payloads import (
+    USER_ID_PATTERN,
     Interval,
     PaymentMethodInfo,
     Plan,
@@ -16,33 +29,142 @@ from core.payloads import (
     SubscriptionView,
 )
 
+PAYMENT_METHOD_ID_PATTERN = r"^pm_[A-Za-z0-9_]+$"
+USER_ID_RULE = "1 to 64 characters of A-Z a-z 0-9 _ . @ : -"
+
+UserId = Annotated[
+    str,
+    Path(pattern=USER_ID_PATTERN, max_length=64, description=f"The user id: {USER_ID_RULE}."),
+]
+
+
+def valid_email(value: str) -> str:
+    """The normalized address; ValueError if it is not one.
+
+    Syntax only, no DNS. email-validator's own options admit the `.test` domains (RFC 6761) that
+    clients and tests use; other special-use names (`.invalid`, `.local`, `localhost`, `.onion`)
+    and dotless domains stay refused: mail to them can never be delivered.
+    """
+    try:
+        checked = email_validator.validate_email(
+            value, check_deliverability=False, test_environment=True
+        )
+    except email_validator.EmailNotValidError as err:
+        raise ValueError(f"value is not a valid email address: {err}") from None
+    return checked.normalized
+
+
+Email = Annotated[
+    str,
+    AfterValidator(valid_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a valid integer, not a boolean")
+    return value
+
+
+def _text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("Input should be an ISO 8601 date-time string")
+    return value
+
+
+# What the document says, no more: pydantic's lax mode would also take `true` for 1 and a
+# number for a Unix time.
+Integer = Annotated[int, BeforeValidator(_not_bool)]
+Timestamp = Annotated[datetime, BeforeValidator(_text)]
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class CreateSubscriptionRequest(Body):
+    """`email` may be left out when acting for oneself (no `user_id`) with a token that carries
+    an `email` claim."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"user_id": {"type": "null"}}},
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+            ]
+        },
+    )
+
     plan: Plan
     interval: Interval = Interval.MONTHLY
-    trial_days: int = Field(default=14, ge=0, le=730)
+    trial_days: Integer = Field(default=14, ge=0, le=730)
     payment_method_id: str | None = Field(
-        default=None, pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255
+        default=None, pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255
     )
-    email: EmailStr
+    email: Email | None = Field(
+        default=None,
+        description="Required with `user_id`, and otherwise unless the bearer token carries "
+        "an `email` claim.",
+    )
     name: str | None = Field(default=None, max_length=255)
     user_id: str | None = Field(
-        default=None, description="Admins only: act for this user.", max_length=255
+        default=None,
+        pattern=USER_ID_PATTERN,
+        max_length=64,
+        description=f"Admins only: act for this user ({USER_ID_RULE}).",
     )
 
 
 class ChangeSubscriptionRequest(Body):
+    """A new plan, interval or both (at least one of them, not null)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+                for field in ("plan", "interval")
+            ]
+        },
+    )
+
     plan: Plan | None = None
     interval: Interval | None = None
     proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
 
+    @model_validator(mode="after")
+    def _changes_something(self) -> ChangeSubscriptionRequest:
+        if self.plan is None and self.interval is None:
+            raise ValueError("give a plan, an interval or both")
+        return self
+
 
 class PaymentMethodRequest(Body):
-    payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]+$", max_length=255)
+    payment_method_id: str = Field(pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255)
+
+
+class WorkflowStatus(StrEnum):
+    """Whether the customer's workflow runs, or how it ended (Temporal's names, lower case)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TERMINATED = "terminated"
+    CONTINUED_AS_NEW = "continued_as_new"
+    TIMED_OUT = "timed_out"
+
+    @classmethod
+    def of(cls, status: WorkflowExecutionStatus | None) -> WorkflowStatus:
+        """Temporal's status; one this API does not name (None, or e.g. paused) is open."""
+        if status is None:
+            return cls.RUNNING
+        try:
+            return cls(status.name.lower())
+        except ValueError:
+            return cls.RUNNING
 
 
 class SubscriptionOut(BaseModel):
@@ -60,10 +182,16 @@ class SubscriptionOut(BaseModel):
     stripe_customer_id: str | None
     stripe_subscription_id: str | None
     workflow_id: str
+    workflow_status: WorkflowStatus = Field(
+        description="`running`, or how the customer's workflow ended: a stopped workflow is "
+        "never reported as live."
+    )
 
     @classmethod
-    def of(cls, view: SubscriptionView) -> SubscriptionOut:
-        return cls(**view.model_dump())
+    def of(
+        cls, view: SubscriptionView, workflow_status: WorkflowStatus = WorkflowStatus.RUNNING
+    ) -> SubscriptionOut:
+        return cls(**view.model_dump(), workflow_status=workflow_status)
 
 
 class CardOut(BaseModel):
@@ -95,17 +223,31 @@ class WebhookOut(BaseModel):
     event_type: str
 
 
-class Problem(BaseModel):
-    """Every error answer."""
+class FieldError(BaseModel):
+    """Where a request is invalid and why; never the offending input."""
 
-    detail: str
-    code: str | None = None
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """Every error answer: an RFC 9457 problem, served as `application/problem+json`."""
+
+    type: str = Field(default="about:blank", description="A URI naming the kind of problem")
+    title: str = Field(description="The HTTP status phrase")
+    status: int
+    detail: str = Field(description="What went wrong, for a human")
+    errors: list[FieldError] | None = Field(default=None, description="Validation errors only")
+    code: str | None = Field(default=None, description="A machine-readable reason, when one helps")
 
 
 class UsageRequest(Body):
     metric: str = Field(max_length=100, description="A configured metric, e.g. leads_generated")
-    quantity: int = Field(gt=0)
-    timestamp: datetime | None = Field(default=None, description="When it happened (default now)")
+    quantity: Integer = Field(gt=0)
+    timestamp: Timestamp | None = Field(
+        default=None,
+        description="When it happened (default now): within the past 35 days, not in the future",
+    )
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 

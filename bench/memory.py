@@ -84,7 +84,7 @@ async def run(customers: int = 10_000, queries: int = 1_000) -> list[Figure]:
         await settled(client, users)
         await asyncio.sleep(5)  # the read model's writes drain
         filled = rss_mb(worker.pid)
-        for user in random.Random(7).sample(users, min(queries, len(users))):
+        for user in random.Random(7).sample(users, min(queries, len(users))):  # noqa: S311
             await client.get_workflow_handle(workflow_id(user)).query(SubscriptionWorkflow.view)
         queried = rss_mb(worker.pid)
         note = f"idle {idle:.0f} MB, {load()}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from api.deps import AdminDep, SessionsDep
-from api.schemas import Problem
+from api.problems import invalid, problems
 from core.analytics import Revenue, revenue
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -17,11 +17,7 @@ router = APIRouter(prefix="/analytics", tags=["analytics"])
 @router.get(
     "/revenue",
     response_model=Revenue,
-    responses={
-        401: {"model": Problem, "description": "Missing or invalid bearer token"},
-        403: {"model": Problem, "description": "Admins only"},
-        422: {"model": Problem, "description": "Bad dates, or end before start"},
-    },
+    responses=problems(401, 403, 422, described={422: "Bad dates, or end before start"}),
 )
 async def revenue_report(
     _: AdminDep,
@@ -32,6 +28,6 @@ async def revenue_report(
 ) -> Revenue:
     """Revenue net of refunds, payments, MRR, churn and dunning recovery over [start, end]."""
     if end < start:
-        raise HTTPException(422, "end is before start")
+        raise invalid(("query", "end"), "end is before start")
     async with sessions() as session:
         return await revenue(session, start, end, currency)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from api.deps import SessionsDep, TemporalDep
+from api.problems import problem, problems
 
 router = APIRouter(tags=["health"])
 
@@ -21,7 +22,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The database or Temporal does not answer"}})
+@router.get(
+    "/readyz",
+    responses=problems(
+        503, described={503: "The database or Temporal does not answer (`database`, `temporal`)"}
+    ),
+)
 async def readyz(sessions: SessionsDep, client: TemporalDep) -> JSONResponse:
     """200 only when the database and Temporal both answer."""
     checks = {"database": "ok", "temporal": "ok"}
@@ -36,7 +42,8 @@ async def readyz(sessions: SessionsDep, client: TemporalDep) -> JSONResponse:
         )
     except Exception as err:  # likewise
         checks["temporal"] = f"error: {type(err).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", **checks}, 200 if ready else 503
-    )
+    if all(value == "ok" for value in checks.values()):
+        return JSONResponse({"status": "ready", **checks})
+    # A problem like every error answer; what failed rides along as extension members.
+    failing = ", ".join(name for name, value in checks.items() if value != "ok")
+    return problem(503, f"not ready: {failing}", **checks)

@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -17,17 +17,21 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from api.auth import Principal
 from api.deps import PrincipalDep, SettingsDep, TemporalDep
-from api.errors import NOT_FOUND, execution_info, steering
+from api.errors import NOT_FOUND, describe_raw, execution_status, steering
+from api.problems import invalid, problems
 from api.schemas import (
+    PAYMENT_METHOD_ID_PATTERN,
     ChangeSubscriptionRequest,
     CreateSubscriptionRequest,
     PaymentMethodOut,
     PaymentMethodRequest,
-    Problem,
     SubscriptionOut,
+    UserId,
+    WorkflowStatus,
 )
 from core.payloads import (
     Cancel,
@@ -43,14 +47,10 @@ from workflows.subscription import ENDING, StartSubscription, SubscriptionWorkfl
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or invalid bearer token"},
-    404: {"model": Problem, "description": "No subscription for this user (or not yours)"},
-    503: {"model": Problem, "description": "The billing engine is unavailable; retry"},
-}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": Problem, "description": "The subscription's state forbids this"}
-}
+# Every route also answers 422 (and 400 for a body it cannot read): see api/problems.py.
+ERRORS: dict[int | str, dict[str, Any]] = problems(401, 404, 503)
+CONFLICT: dict[int | str, dict[str, Any]] = problems(409)
+STEER: dict[int | str, dict[str, Any]] = {**ERRORS, **CONFLICT, **problems(502)}
 
 
 def owned(principal: Principal, user_id: str) -> str:
@@ -70,11 +70,20 @@ def owned(principal: Principal, user_id: str) -> str:
             "description": "Accepted: the workflow started and goes on by itself, but Stripe "
             "has not answered within the wait. `Location` is where to read the view.",
         },
-        **ERRORS,
-        **CONFLICT,
-        402: {"model": Problem, "description": "Card declined"},
-        403: {"model": Problem, "description": "Only admins may pass user_id"},
-        422: {"model": Problem, "description": "Invalid request (e.g. unknown plan)"},
+        **problems(
+            401,
+            402,
+            403,
+            409,
+            422,
+            502,
+            503,
+            described={
+                403: "Only admins may pass user_id",
+                409: "The user already has a live subscription (in this system or in Stripe)",
+                422: "Invalid request (e.g. unknown plan, or no email in the body nor the token)",
+            },
+        ),
     },
 )
 async def create_subscription(
@@ -97,11 +106,16 @@ async def create_subscription(
     user_id = body.user_id or principal.user_id
     if user_id != principal.user_id and not principal.admin:
         raise HTTPException(403, "only admins may act for another user")
+    # The token's email is its subject's: used only when no user_id is given.
+    email = body.email or (principal.email if body.user_id is None else None)
+    if email is None:
+        reason = "with user_id" if body.user_id else "unless the token carries an email claim"
+        raise invalid(("body", "email"), f"Field required {reason}")
     request_id = _request_id(user_id, idempotency_key, body)
     start = StartSubscription(
         request_id=request_id,
         user_id=user_id,
-        email=body.email,
+        email=email,
         name=body.name,
         plan=body.plan,
         interval=body.interval,
@@ -173,8 +187,11 @@ def _request_id(user_id: str, key: str | None, body: CreateSubscriptionRequest) 
 
 async def _started_by(client: Client, start: StartSubscription) -> bool:
     """Whether the customer's running workflow was started by this request."""
-    info = await execution_info(client, workflow_id(start.user_id), rpc_timeout=2)
-    if info is None or info.status != WorkflowExecutionStatus.RUNNING.value:
+    try:
+        info = await describe_raw(client, workflow_id(start.user_id), timedelta(seconds=2))
+    except RPCError:
+        return False
+    if info.status != WorkflowExecutionStatus.RUNNING.value:
         return False
     memo = info.memo.fields.get(REQUEST_MEMO)
     started_by = client.data_converter.payload_converter.from_payload(memo) if memo else None
@@ -183,27 +200,31 @@ async def _started_by(client: Client, start: StartSubscription) -> bool:
 
 @router.get("/{user_id}", response_model=SubscriptionOut, responses=ERRORS)
 async def get_subscription(
-    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+    user_id: UserId, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
+    """The subscription view, with whether the customer's workflow still runs."""
     handle = client.get_workflow_handle(owned(principal, user_id))
-    async with steering(settings.api_wait_seconds, client, handle.id):
-        view = await handle.query(
-            SubscriptionWorkflow.view, rpc_timeout=timedelta(seconds=settings.api_wait_seconds)
-        )
-    return SubscriptionOut.of(view)
+    rpc_timeout = timedelta(seconds=settings.api_wait_seconds)
+    # A workflow that never existed is NOT_FOUND on describe: 404, no second look needed.
+    async with steering(settings.api_wait_seconds):
+        described = await execution_status(client, handle.id, rpc_timeout)
+        view = await handle.query(SubscriptionWorkflow.view, rpc_timeout=rpc_timeout)
+    status = WorkflowStatus.of(described)
+    if status != WorkflowStatus.RUNNING and view.stripe_subscription_id is None:
+        # A run that found nothing to adopt, or whose creation failed: no subscription.
+        raise HTTPException(404, NOT_FOUND)
+    return SubscriptionOut.of(view, status)
 
 
-@router.patch("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.patch("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def change_subscription(
-    user_id: str,
+    user_id: UserId,
     body: ChangeSubscriptionRequest,
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,
 ) -> SubscriptionOut:
     """Change plan and/or interval, with the given proration behaviour."""
-    if body.plan is None and body.interval is None:
-        raise HTTPException(422, "give a plan, an interval or both")
     handle = client.get_workflow_handle(owned(principal, user_id))
     change = ChangePlan(
         plan=body.plan, interval=body.interval, proration_behavior=body.proration_behavior
@@ -213,9 +234,9 @@ async def change_subscription(
     return SubscriptionOut.of(view)
 
 
-@router.delete("/{user_id}", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.delete("/{user_id}", response_model=SubscriptionOut, responses=STEER)
 async def cancel_subscription(
-    user_id: str,
+    user_id: UserId,
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,
@@ -230,9 +251,9 @@ async def cancel_subscription(
     return SubscriptionOut.of(view)
 
 
-@router.post("/{user_id}/resume", response_model=SubscriptionOut, responses={**ERRORS, **CONFLICT})
+@router.post("/{user_id}/resume", response_model=SubscriptionOut, responses=STEER)
 async def resume_subscription(
-    user_id: str, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
+    user_id: UserId, principal: PrincipalDep, client: TemporalDep, settings: SettingsDep
 ) -> SubscriptionOut:
     """Undo a cancel scheduled for the end of the period."""
     handle = client.get_workflow_handle(owned(principal, user_id))
@@ -244,10 +265,10 @@ async def resume_subscription(
 @router.post(
     "/{user_id}/payment-methods",
     response_model=PaymentMethodOut,
-    responses={**ERRORS, **CONFLICT, 402: {"model": Problem, "description": "Card declined"}},
+    responses={**STEER, **problems(402)},
 )
 async def add_payment_method(
-    user_id: str,
+    user_id: UserId,
     body: PaymentMethodRequest,
     principal: PrincipalDep,
     client: TemporalDep,
@@ -267,11 +288,11 @@ async def add_payment_method(
     "/{user_id}/payment-methods/{payment_method_id}",
     status_code=204,
     response_class=Response,
-    responses={**ERRORS, **CONFLICT},
+    responses=STEER,
 )
 async def remove_payment_method(
-    user_id: str,
-    payment_method_id: str,
+    user_id: UserId,
+    payment_method_id: Annotated[str, Path(pattern=PAYMENT_METHOD_ID_PATTERN, max_length=255)],
     principal: PrincipalDep,
     client: TemporalDep,
     settings: SettingsDep,

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from api.deps import PrincipalDep, SessionsDep, SettingsDep
 from api.errors import NOT_FOUND
-from api.routes.subscriptions import ERRORS, owned
-from api.schemas import Problem, UsageOut, UsageRequest
+from api.problems import invalid, problems
+from api.routes.subscriptions import owned
+from api.schemas import UsageOut, UsageRequest, UserId
 from core.db import Customer, UsageRecord
+from core.settings import Settings
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["usage"])
 
@@ -24,17 +27,38 @@ OLDEST = timedelta(days=35)
 AHEAD = timedelta(minutes=5)
 
 
+def document_metrics(app: FastAPI, settings: Settings) -> None:
+    """Name the configured metrics in `/openapi.json`: any other is 422."""
+    previous = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = previous()
+        if settings.stripe_meter_events:
+            metric = spec["components"]["schemas"]["UsageRequest"]["properties"]["metric"]
+            metric["enum"] = sorted(settings.stripe_meter_events)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 @router.post(
     "/{user_id}/usage",
     status_code=202,
     response_model=UsageOut,
-    responses={
-        **ERRORS,
-        422: {"model": Problem, "description": "Unknown metric, bad quantity or time"},
-    },
+    responses=problems(
+        401,
+        404,
+        422,
+        described={
+            404: "No billing customer for this user (or not yours)",
+            422: "Unknown metric, bad quantity or time",
+        },
+    ),
 )
 async def record_usage(
-    user_id: str,
+    user_id: UserId,
     body: UsageRequest,
     principal: PrincipalDep,
     sessions: SessionsDep,
@@ -45,14 +69,14 @@ async def record_usage(
     event_name = settings.stripe_meter_events.get(body.metric)
     if event_name is None:
         known = ", ".join(sorted(settings.stripe_meter_events))
-        raise HTTPException(422, f"unknown metric {body.metric!r}; known: {known}")
+        raise invalid(("body", "metric"), f"unknown metric; known: {known}")
     now = datetime.now(UTC)
     occurred = body.timestamp or now
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
     if not now - OLDEST <= occurred <= now + AHEAD:
-        raise HTTPException(
-            422, "timestamp must be within the past 35 days (and not in the future)"
+        raise invalid(
+            ("body", "timestamp"), "must be within the past 35 days (and not in the future)"
         )
     key = body.idempotency_key or f"auto-{uuid.uuid4()}"
     async with sessions() as session:

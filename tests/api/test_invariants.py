@@ -9,14 +9,13 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 
-from api.errors import execution_info
+from api.errors import describe_raw
 from tests.api.conftest import Api, event
 from tests.api.test_webhooks import eventually_view, invoice, subscription, view
 
 
 async def describe_status(api: Api, user_id: str) -> tuple[str, WorkflowExecutionStatus]:
-    info = await execution_info(api.env.client, f"subscription-{user_id}")
-    assert info is not None
+    info = await describe_raw(api.env.client, f"subscription-{user_id}")
     return info.execution.run_id, WorkflowExecutionStatus(info.status)
 
 

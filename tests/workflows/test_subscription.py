@@ -10,7 +10,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from api.errors import execution_info
+from api.errors import describe_raw
 from core.payloads import (
     Cancel,
     ChangePlan,
@@ -359,8 +359,7 @@ async def test_a_steady_stream_of_events_never_holds_off_continue_as_new(
 ) -> None:
     start = order(signals_before_continue_as_new=3)
     async with on_fakes(env, start) as (handle, stripe, _):
-        first = await execution_info(env.client, handle.id)
-        assert first is not None
+        first = await describe_raw(env.client, handle.id)
         for n in range(12):  # faster than it handles them, each about another invoice
             await handle.signal(
                 SubscriptionWorkflow.stripe_event,
@@ -371,8 +370,7 @@ async def test_a_steady_stream_of_events_never_holds_off_continue_as_new(
             return ("get_invoice", "in_elsewhere_11") in stripe.calls
 
         await eventually(handled_all)
-        latest = await execution_info(env.client, handle.id)
-        assert latest is not None
+        latest = await describe_raw(env.client, handle.id)
         assert latest.execution.run_id != first.execution.run_id
         # The first run stopped handling events once over its budget of 3 signals and
         # continued as new with the rest: at most 3 of them were read in it.
