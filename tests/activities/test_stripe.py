@@ -471,3 +471,34 @@ async def test_card_decline_is_not_retried_by_temporal(
     assert cause.cause.type == "InvalidRequest"
     log = (await emulator.get("/_emulator/requests")).json()
     assert len([r for r in log if r["idempotency_key"] == req.idempotency_key]) == 1
+
+
+async def test_find_subscription_reads_the_real_sdk_objects(
+    acts: StripeActivities, run: Any
+) -> None:
+    # A customer made with user metadata, its live subscription and what Stripe was paid.
+    customer, _ = await customer_with_card(acts, run)
+    nothing = await run(acts.find_subscription, customer)
+    assert nothing.subscription is None and nothing.paid_invoices == []
+    assert nothing.customer.user_id.startswith("user-")  # read with the SDK's accessors
+    sub = await run(
+        acts.create_subscription,
+        CreateSubscription(
+            customer_id=customer, user_id="u-find", plan=Plan.PRO, idempotency_key=key()
+        ),
+    )
+    found = await run(acts.find_subscription, customer)
+    assert found.subscription is not None
+    assert (found.subscription.id, found.subscription.plan) == (sub.id, Plan.PRO)
+    [paid] = found.paid_invoices
+    assert (paid.id, paid.status) == (sub.latest_invoice_id, "paid")
+    assert paid.amount_paid == found.subscription.amount_minor
+    # Ended subscriptions are not live: nothing to adopt once it is canceled.
+    cancel = CancelSubscription(subscription_id=sub.id, at_period_end=False, idempotency_key=key())
+    await run(acts.cancel_subscription, cancel)
+    after = await run(acts.find_subscription, customer)
+    assert after.subscription is None and after.paid_invoices == []
+    # A customer Stripe does not have is a typed, non-retryable failure.
+    with pytest.raises(ApplicationError) as missing:
+        await run(acts.find_subscription, "cus_not_in_this_account")
+    assert missing.value.type == "InvalidRequest" and missing.value.non_retryable
