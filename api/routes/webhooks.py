@@ -134,11 +134,15 @@ async def _record(sessions: SessionsDep, row: WebhookEvent) -> str | None:
     Temporal call): None if it is new, else the outcome recorded the first time."""
     async with sessions() as session:
         values = row.model_dump(exclude={"id"})
-        result = await session.exec(
-            insert_for(session, WebhookEvent).values(**values).on_conflict_do_nothing()
+        inserted = await session.exec(
+            insert_for(session, WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(col(WebhookEvent.id))
         )
+        new = inserted.first() is not None
         await session.commit()
-        if result.rowcount:
+        if new:
             return None
         first = await session.exec(
             select(WebhookEvent.outcome).where(WebhookEvent.event_id == row.event_id)
