@@ -243,7 +243,8 @@ class Problem(BaseModel):
 
 class UsageRequest(Body):
     metric: str = Field(max_length=100, description="A configured metric, e.g. leads_generated")
-    quantity: Integer = Field(gt=0)
+    # The ledger column is a 32-bit integer on PostgreSQL: a larger count is a 422, not a 500.
+    quantity: Integer = Field(gt=0, le=2_147_483_647)
     timestamp: Timestamp | None = Field(
         default=None,
         description="When it happened (default now): within the past 35 days, not in the future",

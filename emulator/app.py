@@ -25,6 +25,9 @@ from emulator.billing import Account, Obj, render
 from emulator.errors import StripeApiError, invalid
 from emulator.webhooks import Dispatcher
 
+# How often the state file (if any) is written: it holds everything acknowledged before.
+SAVE_EVERY_SECONDS = 1.0
+
 Handler = Callable[[Account, dict[str, str], Obj], Obj]
 
 # (method, path, parameter schema in stripe.params, handler)
@@ -287,8 +290,13 @@ class Emulator:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> Any:
             await dispatcher.start()
-            yield
-            await dispatcher.stop()
+            saver = asyncio.create_task(self._save_every(SAVE_EVERY_SECONDS))
+            try:
+                yield
+            finally:
+                saver.cancel()
+                await dispatcher.stop()
+                account.save()
 
         self.app = Starlette(
             routes=[
@@ -302,6 +310,13 @@ class Emulator:
             ],
             lifespan=lifespan,
         )
+
+    async def _save_every(self, seconds: float) -> None:
+        """The state file is written at most once a period, not after every write: its cost
+        grows with the account, a request's must not."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.account.save()
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -384,7 +399,7 @@ class Emulator:
                 "at": time.time(),
             }
         if method != "GET":
-            self.account.save()
+            self.account.dirty = True  # saved within a second (and on a clean stop)
         return status, body, False
 
     def _authenticate(self, header: str) -> None:

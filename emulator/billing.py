@@ -89,24 +89,60 @@ class Account:
 
     def __init__(self, state_file: Path | None = None) -> None:
         self.objects: dict[str, Obj] = {}
+        # Indexes, so that nothing scans every object as the account fills: objects by kind,
+        # and ids by (kind, field, value) for the fields lists and searches filter on.
+        self.by_kind: dict[str, dict[str, Obj]] = {}
+        self.by_field: dict[tuple[str, str, str], list[str]] = {}
         self.idempotency: dict[str, Obj] = {}
         self.meter_usage: dict[str, int] = {}  # identifiers already counted
         self.on_event: Callable[[Obj], None] = lambda event: None
         self._state_file = state_file
+        self.dirty = False
         if state_file and state_file.exists():
             saved = json.loads(state_file.read_text())
-            self.objects, self.idempotency = saved["objects"], saved["idempotency"]
+            self.idempotency = saved["idempotency"]
+            for obj in saved["objects"].values():
+                self._add(obj)
+            self.dirty = False
 
     def save(self) -> None:
-        if self._state_file:
+        """Write the state file now, if anything changed since the last save."""
+        if self._state_file and self.dirty:
+            self.dirty = False
             tmp = self._state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"objects": self.objects, "idempotency": self.idempotency}))
             tmp.replace(self._state_file)
 
     def reset(self) -> None:
         self.objects.clear()
+        self.by_kind.clear()
+        self.by_field.clear()
         self.idempotency.clear()
+        self.dirty = True
         self.save()
+
+    def _add(self, obj: Obj) -> None:
+        kind = obj["object"]
+        self.dirty = True
+        self.objects[obj["id"]] = obj
+        self.by_kind.setdefault(kind, {})[obj["id"]] = obj
+        for field in INDEXED.get(kind, ()):
+            self.index(kind, field, _field(obj, field), obj["id"])
+        if kind == "customer":
+            for key, value in (obj.get("metadata") or {}).items():
+                self.index(kind, f"metadata.{key}", value, obj["id"])
+
+    def index(self, kind: str, field: str, value: Any, ident: str) -> None:
+        """Note that `ident` may have `field` = `value` (candidates are checked again)."""
+        if isinstance(value, str) and value:
+            self.by_field.setdefault((kind, field, value), []).append(ident)
+
+    def all(self, kind: str) -> Iterable[Obj]:
+        return self.by_kind.get(kind, {}).values()
+
+    def candidates(self, kind: str, field: str, value: str) -> list[Obj]:
+        """The objects of `kind` that may have `field` = `value` (a superset: filter them)."""
+        return [self.objects[i] for i in dict.fromkeys(self.by_field.get((kind, field, value), []))]
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -122,7 +158,7 @@ class Account:
         obj.setdefault("created", now if now is not None else int(time.time()))
         obj.setdefault("livemode", False)
         obj["_seq"] = len(self.objects)
-        self.objects[obj["id"]] = obj
+        self._add(obj)
         return obj
 
     def now_for(self, customer: Obj | None) -> int:
@@ -155,7 +191,9 @@ class Account:
         self, kind: str, params: Obj, match: Callable[[Obj], bool] = lambda o: True
     ) -> Obj:
         """Stripe's list envelope: newest first, cursor pagination, `has_more`."""
-        rows = [o for o in self.objects.values() if o["object"] == kind and not o.get("deleted")]
+        indexed = [f for f in INDEXED.get(kind, ()) if isinstance(params.get(f), str)]
+        pool = self.candidates(kind, indexed[0], params[indexed[0]]) if indexed else self.all(kind)
+        rows = [o for o in pool if not o.get("deleted")]
         rows = [o for o in rows if match(o) and _created_matches(o, params.get("created"))]
         rows.sort(key=lambda o: (o["created"], o["_seq"]), reverse=True)
         limit = _int(params.get("limit", 10), "limit")
@@ -194,9 +232,9 @@ class Account:
             if p["id"] in self.objects:
                 raise invalid("Product already exists.", param="id", code="resource_already_exists")
             product = self._create("product", fields)
-            del self.objects[product["id"]]
+            del self.objects[product["id"]], self.by_kind["product"][product["id"]]
             product["id"] = p["id"]
-            self.objects[p["id"]] = product
+            self._add(product)
             return product
         return self._create("product", fields)
 
@@ -214,8 +252,8 @@ class Account:
                 "Missing required param: product.", param="product", code="parameter_missing"
             )
         if lookup := p.get("lookup_key"):
-            for other in self.objects.values():
-                if other["object"] == "price" and other.get("lookup_key") == lookup:
+            for other in self.all("price"):
+                if other.get("lookup_key") == lookup:
                     if not _bool(p.get("transfer_lookup_key")):
                         raise invalid(
                             f"A price (`{other['id']}`) already uses that lookup key.",
@@ -305,6 +343,8 @@ class Account:
                 customer[key] = p[key] or None
         if "metadata" in p:
             customer["metadata"] = _merge_metadata(customer["metadata"], p["metadata"])
+            for key, value in customer["metadata"].items():
+                self.index("customer", f"metadata.{key}", value, customer["id"])
         settings = p.get("invoice_settings") or {}
         if "default_payment_method" in settings:
             pm = settings["default_payment_method"]
@@ -321,10 +361,15 @@ class Account:
         if not query:
             raise invalid("Missing required param: query.", param="query", code="parameter_missing")
         clauses = _parse_search(query)
+        pool: Iterable[Obj] = self.all("customer")
+        for path, wanted in clauses:
+            if path[0] == "metadata":
+                pool = self.candidates("customer", f"metadata.{path[1]}", wanted)
+                break
         rows = [
             o
-            for o in self.objects.values()
-            if o["object"] == "customer" and not o.get("deleted") and all(c(o) for c in clauses)
+            for o in pool
+            if not o.get("deleted") and all(_equals(path, wanted)(o) for path, wanted in clauses)
         ]
         rows.sort(key=lambda o: (o["created"], o["_seq"]), reverse=True)
         limit = _int(p.get("limit", 10), "limit")
@@ -389,6 +434,7 @@ class Account:
                     code="payment_method_unexpected_state",
                 )
         pm["customer"] = customer["id"]
+        self.index("payment_method", "customer", customer["id"], pm["id"])
         self.emit("payment_method.attached", pm, now=self.now_for(customer))
         return pm
 
@@ -673,12 +719,8 @@ class Account:
         elif sub["status"] == "trialing":
             item = sub["items"]["data"][0]
             lines.append(_line("Trial period", 0, item["price"], start=start, end=end))
-        for pending in self.objects.values():
-            if (
-                pending["object"] == "invoiceitem"
-                and pending["subscription"] == sub["id"]
-                and pending["invoice"] is None
-            ):
+        for pending in self.candidates("invoiceitem", "subscription", sub["id"]):
+            if pending["subscription"] == sub["id"] and pending["invoice"] is None:
                 lines.append(
                     {
                         k: pending[k]
@@ -743,12 +785,8 @@ class Account:
             invoice["lines"]["data"].append(
                 {"id": new_id("line_item"), "object": "line_item", "invoice": invoice["id"], **line}
             )
-        for pending in self.objects.values():
-            if (
-                pending["object"] == "invoiceitem"
-                and pending["subscription"] == sub["id"]
-                and pending["invoice"] is None
-            ):
+        for pending in self.candidates("invoiceitem", "subscription", sub["id"]):
+            if pending["subscription"] == sub["id"] and pending["invoice"] is None:
                 pending["invoice"] = invoice["id"]
         sub["latest_invoice"] = invoice["id"]
         self.emit("invoice.created", invoice, now=now)
@@ -984,11 +1022,7 @@ class Account:
         return at, sub, action
 
     def _subscriptions_on(self, clock_id: str) -> Iterable[Obj]:
-        return [
-            o
-            for o in self.objects.values()
-            if o["object"] == "subscription" and o["test_clock"] == clock_id
-        ]
+        return [o for o in self.all("subscription") if o["test_clock"] == clock_id]
 
     # --- billing meters --------------------------------------------------------------------------------
 
@@ -999,10 +1033,8 @@ class Account:
                     f"Missing required param: {key}.", param=key, code="parameter_missing"
                 )
         if any(
-            o["object"] == "billing.meter"
-            and o["event_name"] == p["event_name"]
-            and o["status"] == "active"
-            for o in self.objects.values()
+            o["event_name"] == p["event_name"] and o["status"] == "active"
+            for o in self.all("billing.meter")
         ):
             raise invalid(
                 f"An active meter with event_name `{p['event_name']}` already exists.",
@@ -1033,10 +1065,8 @@ class Account:
         meter = next(
             (
                 o
-                for o in self.objects.values()
-                if o["object"] == "billing.meter"
-                and o["event_name"] == p["event_name"]
-                and o["status"] == "active"
+                for o in self.all("billing.meter")
+                if o["event_name"] == p["event_name"] and o["status"] == "active"
             ),
             None,
         )
@@ -1085,9 +1115,8 @@ class Account:
         start, end = _int(p["start_time"], "start_time"), _int(p["end_time"], "end_time")
         values = [
             o["_value"]
-            for o in self.objects.values()
-            if o["object"] == "billing.meter_event"
-            and o["_meter"] == meter["id"]
+            for o in self.all("billing.meter_event")
+            if o["_meter"] == meter["id"]
             and o["_customer"] == p["customer"]
             and start <= o["timestamp"] < end
         ]
@@ -1143,9 +1172,8 @@ class Account:
     def endpoints_for(self, event_type: str) -> list[Obj]:
         return [
             o
-            for o in self.objects.values()
-            if o["object"] == "webhook_endpoint"
-            and not o.get("deleted")
+            for o in self.all("webhook_endpoint")
+            if not o.get("deleted")
             and o["status"] == "enabled"
             and ("*" in o["enabled_events"] or event_type in o["enabled_events"])
         ]
@@ -1200,18 +1228,34 @@ def _created_matches(obj: Obj, spec: Any) -> bool:
     return True
 
 
-def _parse_search(query: str) -> list[Callable[[Obj], bool]]:
+# The fields lists filter on, indexed per kind (an invoice's subscription is its parent's).
+INDEXED: dict[str, tuple[str, ...]] = {
+    "subscription": ("customer",),
+    "invoice": ("customer", "subscription"),
+    "invoiceitem": ("subscription",),
+    "charge": ("customer",),
+    "payment_method": ("customer",),
+}
+
+
+def _field(obj: Obj, field: str) -> Any:
+    if obj["object"] == "invoice" and field == "subscription":
+        return ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    return obj.get(field)
+
+
+def _parse_search(query: str) -> list[tuple[tuple[str, ...], str]]:
     """The part of Stripe's search language this project uses: `field:'v'` AND `metadata['k']:'v'`."""
-    clauses: list[Callable[[Obj], bool]] = []
+    clauses: list[tuple[tuple[str, ...], str]] = []
     for raw in query.split(" AND "):
         field, sep, value = raw.strip().partition(":")
         if not sep or len(value) < 2 or value[0] != "'" or value[-1] != "'":
             raise invalid(f"Invalid search query: {query}", param="query")
         wanted = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
         if field.startswith("metadata[") and field.endswith("]"):
-            clauses.append(_equals(("metadata", field[len("metadata[") : -1].strip("'\"")), wanted))
+            clauses.append((("metadata", field[len("metadata[") : -1].strip("'\"")), wanted))
         elif field in ("email", "name", "phone"):
-            clauses.append(_equals((field,), wanted))
+            clauses.append(((field,), wanted))
         else:
             raise invalid(
                 f"Field `{field}` is an unsupported search field for resource `customers`.",

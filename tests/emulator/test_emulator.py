@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from starlette.routing import Route
 
 from core.settings import Settings
 from emulator.billing import Account, add_interval
-from tests.conftest import API_KEY, eventually, free_port
+from tests.conftest import API_KEY, ROOT, eventually, free_port, wait_for_http
 
 DAY = 86_400
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -372,3 +374,30 @@ def test_state_file_survives_a_restart(tmp_path: Any) -> None:
     again = Account(path)
     assert again.get("customer", customer["id"])["metadata"] == {"user_id": "u-s"}
     assert API_KEY.startswith("sk_test_")
+
+
+def test_an_acknowledged_write_survives_a_clean_stop(tmp_path: Any) -> None:
+    # The state file is written on a timer, not after every write: a clean stop (SIGTERM)
+    # still writes everything that was answered.
+
+    path, port = tmp_path / "stripe.json", free_port()
+    command = [sys.executable, "-m", "emulator", "serve", "--port", str(port)]
+    command += ["--api-key", API_KEY, "--state-file", str(path)]
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    first = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_http(f"{url}/healthz", first)
+        made = httpx.post(f"{url}/v1/customers", data={"email": "kept@example.com"}, headers=auth)
+        assert made.status_code == 200
+    finally:
+        first.terminate()  # uvicorn stops cleanly, then re-raises SIGTERM
+        first.wait(10)
+    again = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_http(f"{url}/healthz", again)
+        kept = httpx.get(f"{url}/v1/customers/{made.json()['id']}", headers=auth)
+        assert kept.status_code == 200 and kept.json()["email"] == "kept@example.com"
+    finally:
+        again.terminate()
+        again.wait(10)
