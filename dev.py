@@ -5,6 +5,7 @@ python3 dev.py up [--demo]          start the whole stack on embedded defaults (
 python3 dev.py scenario             drive the running stack through the story (needs --demo)
 python3 dev.py test [pytest args]   lint, type-check and run the test suite
 python3 dev.py emulator [args]      run the local Stripe emulator (python -m emulator serve)
+python3 dev.py bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def test(args: list[str]) -> None:
     run([str(PYTHON), "-m", "pytest", *args], env=env)
 
 
+def bench(args: list[str]) -> None:
+    ensure_venv()
+    env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run([str(PYTHON), "-m", "bench", *args], env=env)
+
+
 def emulator(args: list[str]) -> None:
     ensure_venv()
     os.execv(str(PYTHON), [str(PYTHON), "-m", "emulator", "serve", *args])
@@ -77,7 +84,7 @@ def scenario(args: list[str]) -> None:
     story.run(stack.api_url, stack.token, suffix=f"-{int(time.time())}")
 
 
-COMMANDS = {"up": up, "scenario": scenario, "test": test, "emulator": emulator}
+COMMANDS = {"up": up, "scenario": scenario, "test": test, "emulator": emulator, "bench": bench}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
