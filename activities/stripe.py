@@ -112,6 +112,7 @@ class StripeActivities:
             found = await self._stripe.customers.search_async(
                 {"query": f"metadata['user_id']:'{_quote(req.user_id)}'", "limit": 1}
             )
+            created = not found.data
             if found.data:
                 customer = found.data[0]
             else:
@@ -124,7 +125,9 @@ class StripeActivities:
                 customer = await self._stripe.customers.create_async(
                     params, _key(req.idempotency_key)
                 )
-        return CustomerRef(id=customer.id, user_id=req.user_id, email=customer.email)
+        return CustomerRef(
+            id=customer.id, user_id=req.user_id, email=customer.email, created=created
+        )
 
     @activity.defn(name="stripe.attach_payment_method")
     async def attach_payment_method(self, req: AttachPaymentMethod) -> PaymentMethodInfo:
@@ -173,6 +176,8 @@ class StripeActivities:
             # instead of failing the call: the workflow's dunning takes it from there.
             "payment_behavior": "allow_incomplete",
             "off_session": True,
+            # The first invoice comes back with it: no second call to learn how it went.
+            "expand": ["latest_invoice"],
         }
         if req.trial_days:
             params["trial_period_days"] = req.trial_days
@@ -359,6 +364,9 @@ class StripeActivities:
             amount_minor=(item.price.unit_amount or 0) * (item.quantity or 1),
             currency=sub.currency,
             started_at=_ts(sub.start_date),
+            latest_invoice=_invoice(sub.latest_invoice)
+            if isinstance(sub.latest_invoice, stripe.Invoice)
+            else None,
         )
 
 

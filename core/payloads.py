@@ -124,6 +124,8 @@ class CustomerRef(Payload):
     id: str
     user_id: str
     email: str | None = None
+    # Made by this call (so it has no subscription yet), not found.
+    created: bool = False
 
 
 class Card(Payload):
@@ -157,6 +159,8 @@ class SubscriptionState(Payload):
     amount_minor: int = 0
     currency: str = "usd"
     started_at: datetime | None = None
+    # The latest invoice itself, when Stripe answered with it (a create expands it).
+    latest_invoice: InvoiceState | None = None
 
 
 class InvoiceState(Payload):

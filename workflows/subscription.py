@@ -297,7 +297,8 @@ class SubscriptionWorkflow:
         )
         s.customer_id = customer.id
         self._record_customer()
-        if workflow.patched("look-before-create"):
+        # A customer this run has just made has nothing to look at.
+        if workflow.patched("look-before-create") and not customer.created:
             # One live Stripe subscription per customer, ever: one made elsewhere (the
             # dashboard, a run that ended by mistake) is followed, never doubled.
             found = await self._find(customer.id)
@@ -334,7 +335,11 @@ class SubscriptionWorkflow:
             f"create the {plan.value}/{s.interval.value} subscription",
         )
         self._apply(sub)
-        if sub.latest_invoice_id and sub.status != "trialing":
+        if sub.status == "trialing":
+            return
+        if sub.latest_invoice:  # answered with the create: nothing to re-read
+            await self._on_invoice(sub.latest_invoice, resync=False)
+        elif sub.latest_invoice_id:
             await self._check_invoice(sub.latest_invoice_id)
 
     async def _adopt(self, customer_id: str | None) -> None:
@@ -446,18 +451,18 @@ class SubscriptionWorkflow:
             return
         await self._on_invoice(inv)
 
-    async def _on_invoice(self, inv: InvoiceState) -> None:
+    async def _on_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
         if inv.subscription_id != self.state.subscription_id:
             return
         if inv.status == "paid":
-            await self._paid(inv)
+            await self._paid(inv, resync)
         elif inv.status == "open" and inv.attempt_count > 0:
             await self._failed(inv)
         elif inv.id == self.state.dunning_invoice_id:  # voided or written off elsewhere
             self._end_dunning()
             await self._sync(check_invoice=False)
 
-    async def _paid(self, inv: InvoiceState) -> None:
+    async def _paid(self, inv: InvoiceState, resync: bool = True) -> None:
         s = self.state
         recovered = s.failures > 0
         if recovered:
@@ -472,7 +477,8 @@ class SubscriptionWorkflow:
                 inv.id,
                 {"amount": _money(inv.amount_paid, inv.currency), "invoice_id": inv.id},
             )
-        await self._sync(check_invoice=False)
+        if resync:  # the subscription's status follows its invoice: read it again
+            await self._sync(check_invoice=False)
 
     async def _failed(self, inv: InvoiceState) -> None:
         """A failed payment attempt, counted once however many times we hear of it."""
