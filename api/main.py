@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import problems
@@ -53,19 +54,38 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     problems.install(app, exempt=CARD_CHECK_EXEMPT)
     usage.document_metrics(app, settings)
 
-    @app.middleware("http")
-    async def access_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        log.info(
-            "request",
-            method=request.method,
-            path=redact(request.url.path),
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-        return response
-
+    app.add_middleware(AccessLog)
     return app
+
+
+class AccessLog:
+    """One log line per request (method, scrubbed path, status, time), as plain ASGI: the
+    decorator form wraps each request in a task group and memory streams, a cost the webhook
+    route pays on every event."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=redact(scope["path"]),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
