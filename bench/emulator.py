@@ -64,9 +64,15 @@ async def run(small: int = 100, large: int = 10_000, sample: int = 50) -> list[F
             nonlocal filled
             sem = asyncio.Semaphore(8)
 
-            async def one() -> None:
+            async def one() -> None:  # a customer with a subscription, fewer calls
                 async with sem:
-                    await new_customer(sdk, price)
+                    user = f"filler-{uuid.uuid4().hex[:10]}"
+                    customer = await sdk.v1.customers.create_async(
+                        {"email": f"{user}@example.com", "metadata": {"user_id": user}}
+                    )
+                    await sdk.v1.subscriptions.create_async(
+                        {"customer": customer.id, "items": [{"price": price}]}
+                    )
 
             await asyncio.gather(*(one() for _ in range(count - filled)))
             filled = count

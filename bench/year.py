@@ -53,6 +53,7 @@ async def one_year(env: WorkflowEnvironment) -> float:
         handle = await env.client.start_workflow(
             SubscriptionWorkflow.run, start, id=workflow_id(start.user_id), task_queue=queue
         )
+        await handle.query(SubscriptionWorkflow.view)  # subscribed: the year starts
         await env.sleep(timedelta(days=365))
         view = await handle.query(SubscriptionWorkflow.view)
         elapsed = time.perf_counter() - began
