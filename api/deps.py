@@ -14,17 +14,18 @@ from core.db import AsyncSession
 from core.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+# `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop each.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _client(request: Request) -> Client:
+async def _client(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
 
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+async def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     return factory
 

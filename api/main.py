@@ -67,7 +67,8 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Webhooks log one line of their own (event, user, outcome): one line per request.
+        if scope["type"] != "http" or scope["path"] == webhooks.router.prefix:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

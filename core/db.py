@@ -146,9 +146,17 @@ def make_engine(url: str) -> AsyncEngine:
 
 def insert_for(session: AsyncSession, table: type[SQLModel]) -> Any:
     """INSERT with ON CONFLICT for the session's dialect (SQLite and PostgreSQL alike)."""
+    return dialect_insert(dialect_of(session))(table)
+
+
+def dialect_of(session: AsyncSession) -> str:
     bind = session.bind
     assert bind is not None, "sessions are made bound to the engine"
-    return (postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert)(table)
+    return bind.dialect.name
+
+
+def dialect_insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request
@@ -25,7 +27,7 @@ from temporalio.service import RPCError
 from api.deps import SessionsDep, SettingsDep, TemporalDep
 from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
-from core.db import Customer, WebhookEvent, insert_for
+from core.db import Customer, WebhookEvent, dialect_insert, dialect_of
 from core.payloads import StripeEventRef, is_user_id
 from core.settings import Settings
 from workflows.policy import DunningPolicy
@@ -134,12 +136,7 @@ async def _record(sessions: SessionsDep, row: WebhookEvent) -> str | None:
     Temporal call): None if it is new, else the outcome recorded the first time."""
     async with sessions() as session:
         values = row.model_dump(exclude={"id"})
-        inserted = await session.exec(
-            insert_for(session, WebhookEvent)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(col(WebhookEvent.id))
-        )
+        inserted = await session.exec(_record_statement(dialect_of(session)), params=values)
         new = inserted.first() is not None
         await session.commit()
         if new:
@@ -148,6 +145,14 @@ async def _record(sessions: SessionsDep, row: WebhookEvent) -> str | None:
             select(WebhookEvent.outcome).where(WebhookEvent.event_id == row.event_id)
         )
         return first.one()
+
+
+@cache
+def _record_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per dialect (not per event:
+    building it was a fifth of the route's time)."""
+    insert = dialect_insert(dialect)(WebhookEvent)
+    return insert.on_conflict_do_nothing().returning(col(WebhookEvent.id))
 
 
 async def _set_outcome(sessions: SessionsDep, event_id: str, outcome: str) -> None:
