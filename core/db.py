@@ -119,10 +119,15 @@ class WebhookEvent(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
 
 
+# Connections kept open per process: as many as requests in flight, so none is opened and
+# closed per request (a pool of 5 closed every connection past the fifth when it came back).
+POOL_SIZE = 20
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An async engine; the SQLite file's folder is created if missing."""
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE)
     if ":///" in url:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
@@ -132,7 +137,9 @@ def make_engine(url: str) -> AsyncEngine:
     # survives a crash of the process; a power cut may lose the last commits, and nothing here
     # depends on them: Temporal holds every customer's state, a lost webhook row only means a
     # redelivery is handed over again (the workflow dedupes), every write is idempotent.
-    engine = create_async_engine(url, pool_pre_ping=True, connect_args={"timeout": 30})
+    engine = create_async_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, connect_args={"timeout": 30}
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _write_ahead_log(connection: Any, _: object) -> None:

@@ -99,15 +99,13 @@ async def receive(
         outcome="processed" if handled else "ignored",
     )
     bound = bound.bind(user_id=user_id)
-    try:
-        first_outcome = await _record(sessions, row)
-    except SQLAlchemyError as err:
-        bound.warning("webhook not recorded", error=str(err))
-        raise HTTPException(503, "could not record the event; Stripe retries") from err
-    duplicate = first_outcome is not None
-    # A redelivery of a handled event is handed over again: the first delivery may have
-    # failed after it was recorded, and the workflow ignores an event id it already has.
-    if (handled if not duplicate else first_outcome == "processed") and user_id and obj.id:
+    # Recorded and handed over side by side, each on its own (no transaction spans the
+    # Temporal call). Every delivery of a handled event is handed over, a redelivery too: the
+    # first may have failed after it was recorded, and the workflow ignores an event id it
+    # already has. 2xx only once both are done.
+    recording = asyncio.ensure_future(_record(sessions, row))
+    taken = False
+    if handled and user_id and obj.id:
         ref = StripeEventRef(
             id=event.id,
             type=event.type,
@@ -120,12 +118,19 @@ async def receive(
             async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
                 taken = await _hand_over(client, settings, user_id, ref)
         except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
+            await asyncio.wait([recording])
             bound.warning("webhook not handed to Temporal", error=str(err))
             raise HTTPException(503, "could not hand the event to the billing engine") from err
-        if not taken and not duplicate:
-            handled = False
-            bound.info("webhook for a subscription that has ended: a late event")
-            await _set_outcome(sessions, event.id, "ignored")
+    try:
+        first_outcome = await recording
+    except SQLAlchemyError as err:
+        bound.warning("webhook not recorded", error=str(err))
+        raise HTTPException(503, "could not record the event; Stripe retries") from err
+    duplicate = first_outcome is not None
+    if handled and not taken and not duplicate:
+        handled = False
+        bound.info("webhook for a subscription that has ended: a late event")
+        await _set_outcome(sessions, event.id, "ignored")
     status: Outcome = "duplicate" if duplicate else "processed" if handled else "ignored"
     bound.info("webhook " + status)
     return WebhookOut(status=status, event_type=event.type)
