@@ -137,9 +137,8 @@ def make_engine(url: str) -> AsyncEngine:
     # survives a crash of the process; a power cut may lose the last commits, and nothing here
     # depends on them: Temporal holds every customer's state, a lost webhook row only means a
     # redelivery is handed over again (the workflow dedupes), every write is idempotent.
-    engine = create_async_engine(
-        url, pool_pre_ping=True, pool_size=POOL_SIZE, connect_args={"timeout": 30}
-    )
+    # No pre-ping: a file cannot go away under a connection; the ping was a query per request.
+    engine = create_async_engine(url, pool_size=POOL_SIZE, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _write_ahead_log(connection: Any, _: object) -> None:
