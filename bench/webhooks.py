@@ -18,12 +18,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
 
 import stripe
+from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -212,12 +215,41 @@ async def run(
     """The acknowledgement ratio on one database (`sqlite` or a PostgreSQL URL)."""
     data = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     ports = devstack.Ports(*(free_port() for _ in range(5)))
+    with fresh_database(database) as url:
+        return await _run(data, ports, url, rounds, seconds, customers)
+
+
+@contextmanager
+def fresh_database(database: str) -> Iterator[str | None]:
+    """None for the stack's own SQLite file; else a new database on that PostgreSQL server,
+    dropped afterwards (the server's own databases are left as they were)."""
+    if database == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    server = make_url(database)
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _run(
+    data: Path,
+    ports: devstack.Ports,
+    database_url: str | None,
+    rounds: int,
+    seconds: int,
+    customers: int,
+) -> list[Figure]:
     stack = devstack.Stack(
-        Path(devstack.sys.executable),
-        data,
-        ports,
-        quiet=True,
-        database_url=None if database == "sqlite" else database,
+        Path(devstack.sys.executable), data, ports, quiet=True, database_url=database_url
     )
     stack.start()
     try:
@@ -236,7 +268,7 @@ async def run(
             errors += bad
             bare.append(await bare_signal_with_start(client, made, seconds))
         ratio = median(acked) / median(bare)
-        kind = "SQLite" if database == "sqlite" else "PostgreSQL"
+        kind = "PostgreSQL" if database_url else "SQLite"
         return [
             Figure(
                 f"webhook acks vs bare signal-with-start, {kind}",

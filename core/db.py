@@ -127,7 +127,9 @@ POOL_SIZE = 20
 def make_engine(url: str) -> AsyncEngine:
     """An async engine; the SQLite file's folder is created if missing."""
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE)
+        # No pre-ping (a query per checkout): a connection a server restart broke fails once
+        # and is replaced (pool_recycle bounds how old one gets); its request answers 503.
+        return create_async_engine(url, pool_size=POOL_SIZE, pool_recycle=1800)
     if ":///" in url:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
