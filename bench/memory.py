@@ -28,7 +28,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def start_customers(client: Client, count: int, concurrency: int = 32) -> list[str]:
+async def start_customers(client: Client, count: int, concurrency: int = 8) -> list[str]:
     """Customers already subscribed (their state given), each a running workflow."""
     run = uuid.uuid4().hex[:6]
     users = [f"mem-{run}-{n}" for n in range(count)]
