@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from temporalio.client import Client
 
 from api.auth import InvalidToken, Principal, verify
@@ -30,7 +30,13 @@ async def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return factory
 
 
+async def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 TemporalDep = Annotated[Client, Depends(_client)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 

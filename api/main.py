@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
+        app.state.engine = engine
         app.state.sessions = sessions(engine)
         # Lazy: the API starts while Temporal is down and /readyz says so.
         app.state.temporal = temporal or await connect(settings, lazy=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,10 +65,16 @@ async def start_customers(client: Client, count: int, concurrency: int = 8) -> l
     return users
 
 
-async def settled(client: Client, users: list[str]) -> None:
-    """Every workflow has run its first task (its view answers)."""
-    for user in users[-50:]:
-        await client.get_workflow_handle(workflow_id(user)).query(SubscriptionWorkflow.view)
+async def settled(database: Path, count: int, timeout: float = 1200) -> None:
+    """Every workflow has run its first task: its read-model row is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            (rows,) = db.execute("SELECT count(*) FROM subscriptions").fetchone()
+        if rows >= count:
+            return
+        await asyncio.sleep(2)
+    raise TimeoutError(f"{rows} of {count} workflows settled")
 
 
 async def run(customers: int = 10_000, queries: int = 1_000) -> list[Figure]:
@@ -81,11 +89,13 @@ async def run(customers: int = 10_000, queries: int = 1_000) -> list[Figure]:
         )
         idle = rss_mb(worker.pid)
         users = await start_customers(client, customers)
-        await settled(client, users)
+        await settled(data / "billing.sqlite3", customers)
         await asyncio.sleep(5)  # the read model's writes drain
         filled = rss_mb(worker.pid)
         for user in random.Random(7).sample(users, min(queries, len(users))):  # noqa: S311
-            await client.get_workflow_handle(workflow_id(user)).query(SubscriptionWorkflow.view)
+            await client.get_workflow_handle(workflow_id(user)).query(
+                SubscriptionWorkflow.view, rpc_timeout=timedelta(seconds=60)
+            )
         queried = rss_mb(worker.pid)
         note = f"idle {idle:.0f} MB, {load()}"
         return [

@@ -24,10 +24,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import SessionsDep, SettingsDep, TemporalDep
+from api.deps import EngineDep, SessionsDep, SettingsDep, TemporalDep
 from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
-from core.db import Customer, WebhookEvent, dialect_insert, dialect_of
+from core.db import Customer, WebhookEvent, dialect_insert
 from core.payloads import StripeEventRef, is_user_id
 from core.settings import Settings
 from workflows.policy import DunningPolicy
@@ -67,7 +67,11 @@ HANDLED = frozenset(
     },
 )
 async def receive(
-    request: Request, settings: SettingsDep, client: TemporalDep, sessions: SessionsDep
+    request: Request,
+    settings: SettingsDep,
+    client: TemporalDep,
+    sessions: SessionsDep,
+    engine: EngineDep,
 ) -> WebhookOut:
     """Receive one Stripe event."""
     try:
@@ -103,7 +107,7 @@ async def receive(
     # Temporal call). Every delivery of a handled event is handed over, a redelivery too: the
     # first may have failed after it was recorded, and the workflow ignores an event id it
     # already has. 2xx only once both are done.
-    recording = asyncio.ensure_future(_record(sessions, row))
+    recording = asyncio.ensure_future(_record(engine, row))
     taken = False
     if handled and user_id and obj.id:
         ref = StripeEventRef(
@@ -136,20 +140,19 @@ async def receive(
     return WebhookOut(status=status, event_type=event.type)
 
 
-async def _record(sessions: SessionsDep, row: WebhookEvent) -> str | None:
-    """Record the event once, in a short transaction of its own (never held across the
-    Temporal call): None if it is new, else the outcome recorded the first time."""
-    async with sessions() as session:
+async def _record(engine: EngineDep, row: WebhookEvent) -> str | None:
+    """Record the event once, one statement committing itself (never a transaction held
+    across the Temporal call): None if it is new, else the outcome recorded the first time."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         values = row.model_dump(exclude={"id"})
-        inserted = await session.exec(_record_statement(dialect_of(session)), params=values)
-        new = inserted.first() is not None
-        await session.commit()
-        if new:
+        statement = _record_statement(connection.dialect.name)
+        if (await autocommit.execute(statement, values)).first() is not None:
             return None
-        first = await session.exec(
-            select(WebhookEvent.outcome).where(WebhookEvent.event_id == row.event_id)
+        first = await autocommit.execute(
+            select(WebhookEvent.outcome).where(col(WebhookEvent.event_id) == row.event_id)
         )
-        return first.one()
+        return str(first.scalar_one())
 
 
 @cache
