@@ -26,7 +26,6 @@ from pathlib import Path
 from statistics import median
 
 import stripe
-from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -34,7 +33,7 @@ import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status, StripeEventRef
 from core.settings import EMULATOR_API_KEY
-from tests.conftest import free_port
+from tests.conftest import free_port, fresh_postgres_database
 from workflows.policy import DunningPolicy
 from workflows.state import BillingState, StartSubscription
 from workflows.subscription import SubscriptionWorkflow, workflow_id
@@ -226,18 +225,8 @@ def fresh_database(database: str) -> Iterator[str | None]:
     if database == "sqlite":
         yield None
         return
-    import psycopg
-
-    server = make_url(database)
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(database) as url:
+        yield url
 
 
 async def _run(

@@ -169,11 +169,11 @@ def _database_kinds() -> list[str]:
 
 
 @contextmanager
-def _fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on that PostgreSQL server, dropped afterwards."""
     import psycopg
 
-    server = make_url(os.environ["TEST_DATABASE_URL"])
+    server = make_url(server_url)
     admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
     name = f"billing_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -193,7 +193,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await upgrade_async(url)
         yield url
         return
-    with _fresh_postgres_database() as url:
+    with fresh_postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
         await upgrade_async(url)
         yield url
 

@@ -11,7 +11,14 @@ from sqlmodel import SQLModel, func, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.store import StoreActivities
-from core.db import AsyncSession, Customer, Payment, SubscriptionRecord, make_engine
+from core.db import (
+    AsyncSession,
+    Customer,
+    Payment,
+    SubscriptionRecord,
+    UsageRecord,
+    make_engine,
+)
 from core.migrate import upgrade_async
 from core.payloads import CustomerEntry, LedgerEntry, Record, SubscriptionSnapshot
 
@@ -76,3 +83,35 @@ async def test_store_writes_are_idempotent(db_sessions: async_sessionmaker[Async
         assert (row.status, row.dunning_attempt) == ("active", 0)
         [customer] = (await session.exec(select(Customer))).all()
         assert (customer.stripe_customer_id, customer.email) == ("cus_1", "new@b.co")
+
+
+async def test_unreported_usage_is_read_oldest_first_and_marked_once(
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = StoreActivities(db_sessions)
+    run = ActivityEnvironment().run
+    now = datetime.now(UTC)
+    async with db_sessions() as session:
+        for n in range(3):
+            session.add(
+                UsageRecord(
+                    idempotency_key=f"usage-key-{n}",
+                    user_id="u-usage",
+                    stripe_customer_id="cus_usage",
+                    metric="api_calls",
+                    event_name="api_calls",
+                    quantity=n + 1,
+                    occurred_at=now,
+                )
+            )
+        await session.commit()
+    first = await run(store.unreported_usage, 2)
+    assert [item.quantity for item in first] == [1, 2]
+    # Stable identifiers derived from the idempotency key: a retried batch counts once.
+    again = await run(store.unreported_usage, 2)
+    assert [i.identifier for i in again] == [i.identifier for i in first]
+    assert all(i.identifier.startswith("usage-") for i in first)
+    await run(store.mark_usage_reported, [i.id for i in first])
+    await run(store.mark_usage_reported, [i.id for i in first])  # a retry changes nothing
+    rest = await run(store.unreported_usage, 10)
+    assert [item.quantity for item in rest] == [3]
