@@ -154,13 +154,9 @@ def make_engine(url: str) -> AsyncEngine:
 
 def insert_for(session: AsyncSession, table: type[SQLModel]) -> Any:
     """INSERT with ON CONFLICT for the session's dialect (SQLite and PostgreSQL alike)."""
-    return dialect_insert(dialect_of(session))(table)
-
-
-def dialect_of(session: AsyncSession) -> str:
     bind = session.bind
     assert bind is not None, "sessions are made bound to the engine"
-    return bind.dialect.name
+    return dialect_insert(bind.dialect.name)(table)
 
 
 def dialect_insert(dialect: str) -> Any:

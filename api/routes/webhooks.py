@@ -62,7 +62,7 @@ HANDLED = frozenset(
         413: {"model": Problem, "description": "The body is over 1 MiB"},
         503: {
             "model": Problem,
-            "description": "Could not hand the event to Temporal; Stripe retries",
+            "description": "Could not record the event or hand it to Temporal; Stripe retries",
         },
     },
 )

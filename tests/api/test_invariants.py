@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus
 
 from api.errors import describe_raw
+from core.payloads import Interval, Plan
 from tests.api.conftest import Api, event
 from tests.api.test_webhooks import eventually_view, invoice, subscription, view
 
@@ -108,16 +109,9 @@ async def test_a_create_slower_than_the_wait_is_202_then_201_on_retry(api: Api) 
 
 
 async def test_a_live_stripe_subscription_is_adopted_on_create_never_doubled(api: Api) -> None:
-    api.stripe.sub = {
-        "id": "sub_nina_dashboard",
-        "customer": "cus_nina",
-        "plan": "enterprise",
-        "interval": "yearly",
-        "status": "active",
-        "cancel_at_period_end": False,
-        "trial_end": None,
-        "period_end": api.stripe_now(),
-    }
+    api.stripe.live_elsewhere(
+        "sub_nina_dashboard", "cus_nina", api.stripe_now(), Plan.ENTERPRISE, Interval.YEARLY
+    )
     answer = await api.subscribe("nina")
     assert answer.status_code == 409, answer.text
     followed = await eventually_view(api, "nina", status="active")

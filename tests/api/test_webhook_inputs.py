@@ -133,16 +133,7 @@ async def test_a_v2_thin_event_is_200_ignored_and_recorded_once(api: Api) -> Non
 async def test_an_acacia_invoice_reaches_its_user_without_a_stored_mapping(api: Api) -> None:
     # A subscription Stripe has (made before this system knew the customer): no workflow, no
     # row in `customers`; the 2024 invoice names the user only in `subscription_details`.
-    api.stripe.sub = {
-        "id": "sub_acacia",
-        "customer": "cus_acacia",
-        "plan": "pro",
-        "interval": "monthly",
-        "status": "active",
-        "cancel_at_period_end": False,
-        "trial_end": None,
-        "period_end": api.stripe_now(),
-    }
+    api.stripe.live_elsewhere("sub_acacia", "cus_acacia", api.stripe_now())
     failed = api.stripe.renew(paid=False)
     inv = sp.invoice("acacia-user", sp.ACACIA, failed, "sub_acacia", "cus_acacia")
     event = sp.envelope("invoice.payment_failed", inv, sp.ACACIA, "evt_acacia_1")

@@ -138,16 +138,7 @@ async def test_an_event_for_a_customer_with_no_workflow_adopts_the_live_subscrip
     api: Api,
 ) -> None:
     # A subscription made in the Stripe dashboard: no workflow runs for this user yet.
-    api.stripe.sub = {
-        "id": "sub_zoe",
-        "customer": "cus_zoe",
-        "plan": "pro",
-        "interval": "monthly",
-        "status": "active",
-        "cancel_at_period_end": False,
-        "trial_end": None,
-        "period_end": api.stripe_now(),
-    }
+    api.stripe.live_elsewhere("sub_zoe", "cus_zoe", api.stripe_now())
     response = await api.webhook(event("customer.subscription.created", subscription("zoe")))
     assert response.status_code == 200 and response.json()["status"] == "processed"
     adopted = await eventually_view(api, "zoe", status="active")

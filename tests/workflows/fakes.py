@@ -99,6 +99,26 @@ class FakeStripe:
 
     # --- test controls ----------------------------------------------------------------------
 
+    def live_elsewhere(
+        self,
+        subscription_id: str,
+        customer_id: str,
+        period_end: datetime,
+        plan: Plan = Plan.PRO,
+        interval: Interval = Interval.MONTHLY,
+    ) -> None:
+        """A live subscription Stripe has that no workflow made (one from the dashboard)."""
+        self.sub = {
+            "id": subscription_id,
+            "customer": customer_id,
+            "plan": plan,
+            "interval": interval,
+            "status": "active",
+            "cancel_at_period_end": False,
+            "trial_end": None,
+            "period_end": period_end,
+        }
+
     def new_invoice(self, amount: int, charge: bool = True) -> str:
         ident = f"in_{len(self.invoices) + 1}"
         self.invoices[ident] = {

@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.payloads import Cancel, ChangePlan, Interval, Plan, SetPaymentMethod, StripeEventRef
+from core.payloads import Cancel, ChangePlan, Plan, SetPaymentMethod, StripeEventRef
 from core.temporal import ensure_search_attributes
 from tests.conftest import BIN
 from tests.workflows.conftest import POLICY, on_fakes, order, until
@@ -63,16 +63,9 @@ async def record_adoption(env: WorkflowEnvironment) -> None:
     """A subscription made in Stripe adopted by an event, an event for an invoice Stripe does
     not have (contained), then a cancel."""
     stripe, mail, store = FakeStripe(), FakeMailbox(), FakeStore()
-    stripe.sub = {
-        "id": "sub_replay_adopt",
-        "customer": "cus_replay_adopt",
-        "plan": Plan.PRO,
-        "interval": Interval.MONTHLY,
-        "status": "active",
-        "cancel_at_period_end": False,
-        "trial_end": None,
-        "period_end": await env.get_current_time() + timedelta(days=30),
-    }
+    stripe.live_elsewhere(
+        "sub_replay_adopt", "cus_replay_adopt", await env.get_current_time() + timedelta(days=30)
+    )
     queue = "replay-adoption"
     async with Worker(
         env.client,
