@@ -44,22 +44,25 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
     await ensure_usage_schedule(client, settings.temporal_task_queue, settings.usage_report_every)
     engine = make_engine(settings.database_url)
-    worker = Worker(
-        client,
-        task_queue=settings.temporal_task_queue,
-        workflows=[SubscriptionWorkflow, UsageReportingWorkflow],
-        workflow_runner=SANDBOX,
-        activities=activities_of(
-            StripeActivities(stripe_client(settings), settings),
-            NotifyActivities(settings, sessions(engine)),
-            StoreActivities(sessions(engine)),
-        ),
-        graceful_shutdown_timeout=timedelta(seconds=30),
-    )
-    async with worker:
-        log.info("worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address)
-        await stop.wait()
-        log.info("shutting down: finishing running activities")
+    async with stripe_client(settings) as stripe:
+        worker = Worker(
+            client,
+            task_queue=settings.temporal_task_queue,
+            workflows=[SubscriptionWorkflow, UsageReportingWorkflow],
+            workflow_runner=SANDBOX,
+            activities=activities_of(
+                StripeActivities(stripe, settings),
+                NotifyActivities(settings, sessions(engine)),
+                StoreActivities(sessions(engine)),
+            ),
+            graceful_shutdown_timeout=timedelta(seconds=30),
+        )
+        async with worker:
+            log.info(
+                "worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address
+            )
+            await stop.wait()
+            log.info("shutting down: finishing running activities")
     await engine.dispose()
 
 

@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from emulator.seed import seed
 
-        env = asyncio.run(seed(stripe_client(settings)))
+        async def seeded() -> dict[str, str]:
+            async with stripe_client(settings) as client:
+                return await seed(client)
+
+        env = asyncio.run(seeded())
         for name, value in env.items():
             sys.stdout.write(f"{name}={value}\n")
         logging.getLogger("emulator").info("catalog ready at %s", settings.stripe_api_base)

@@ -94,13 +94,15 @@ def emulator_url() -> Iterator[str]:
 async def settings(emulator_url: str) -> Settings:
     """Settings pointed at the emulator, with the catalog seeded there."""
     base = Settings(_env_file=None, stripe_api_key=API_KEY, stripe_api_base=emulator_url)  # type: ignore[call-arg]
-    prices = await seed(stripe_client(base))
+    async with stripe_client(base) as client:
+        prices = await seed(client)
     return base.model_copy(update={name.lower(): value for name, value in prices.items()})
 
 
 @pytest.fixture(scope="session")
-def stripe_sdk(settings: Settings) -> stripe.StripeClient:
-    return stripe_client(settings)
+async def stripe_sdk(settings: Settings) -> AsyncIterator[stripe.StripeClient]:
+    async with stripe_client(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -99,7 +99,8 @@ def _invalid(message: str) -> ApplicationError:
 
 
 # What a failed call raises in the workflow: an activity's failure wraps its ApplicationError
-# in an ActivityError; a local activity's (the Stripe reads) arrives as the ApplicationError.
+# in an ActivityError; a local activity's (every Stripe call and store write now) arrives as the
+# ApplicationError itself. Both still appear in the recorded histories.
 CALL_FAILED = (ActivityError, ApplicationError)
 
 
@@ -114,11 +115,11 @@ def _business_type(err: ActivityError | ApplicationError) -> str | None:
     return business.type if business else None
 
 
-def _as_business_error(err: ActivityError) -> ApplicationError:
-    """An activity's typed failure, re-raised to an update's caller (the API maps its type)."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+def _as_business_error(err: ActivityError | ApplicationError) -> ApplicationError:
+    """A call's typed failure, re-raised to an update's caller (the API maps its type)."""
+    business = _business_error(err)
+    if business:
+        return ApplicationError(business.message, type=business.type, non_retryable=True)
     return ApplicationError(str(err), type="StripeUnavailable", non_retryable=True)
 
 
@@ -169,10 +170,8 @@ class SubscriptionWorkflow:
                         await self._adopt(self.start.adopt_customer_id)
                     else:
                         await self._subscribe()
-                except ActivityError as err:
+                except CALL_FAILED as err:
                     self.creation_error = _as_business_error(err)
-                except ApplicationError as err:
-                    self.creation_error = err
                 finally:
                     self.created = True
             if not self.state.subscription_id:
@@ -312,7 +311,7 @@ class SubscriptionWorkflow:
         if self.start.payment_method_id:
             try:
                 await self._attach(self.start.payment_method_id)
-            except ActivityError as err:
+            except CALL_FAILED as err:
                 if _business_type(err) != "CardDeclined":
                     raise
                 # A card refused at attach time: subscribe without it; the first charge fails
@@ -516,7 +515,7 @@ class SubscriptionWorkflow:
                 f"retry invoice {invoice_id} payment (dunning {s.failures} of "
                 f"{self.policy.max_failures - 1} retries)",
             )
-        except ActivityError as err:
+        except CALL_FAILED as err:
             # Declined (or no longer payable): the invoice tells which attempt this was.
             workflow.logger.info("retry of %s failed: %s", invoice_id, err.cause or err)
             counted = s.failures
@@ -958,10 +957,21 @@ class SubscriptionWorkflow:
     async def _stripe_read(
         self, fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str
     ) -> T:
-        """A Stripe read (a GET, harmless to repeat): a local activity, run inside the workflow
-        task with the same timeout and retries, costs no round trip through the server. Writes
-        stay activities (visible while they retry, each with its idempotency key)."""
-        if workflow.patched("local-stripe-reads"):
+        return await self._stripe(fn, arg, summary, patch="local-stripe-reads")
+
+    async def _stripe(
+        self,
+        fn: Callable[[Any, Any], Awaitable[T]],
+        arg: Any,
+        summary: str,
+        patch: str = "local-stripe-writes",
+    ) -> T:
+        """One Stripe call: a local activity, run inside the workflow task with the same timeout
+        and retries (backoff past a minute waits on a timer in the history), so it costs no round
+        trip through the server. Every write carries its idempotency key, so a retry or a
+        workflow task run again after a worker crash never doubles it. (Reads, then writes, were
+        full activities before; the patches keep those histories replaying.)"""
+        if workflow.patched(patch):
             return await workflow.execute_local_activity_method(
                 fn,
                 arg,
@@ -969,9 +979,6 @@ class SubscriptionWorkflow:
                 retry_policy=STRIPE_RETRY,
                 summary=summary,
             )
-        return await self._stripe(fn, arg, summary)
-
-    async def _stripe(self, fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str) -> T:
         return await workflow.execute_activity_method(
             fn,
             arg,

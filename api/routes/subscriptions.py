@@ -125,7 +125,7 @@ async def create_subscription(
     )
     try:
         async with steering(settings.api_wait_seconds):
-            view = await _create(client, settings, start)
+            view = await create_through_temporal(client, settings, start)
     except HTTPException as err:
         if err.status_code != 503 or not await _started_by(client, start):
             raise
@@ -147,7 +147,9 @@ async def create_subscription(
 REQUEST_MEMO = "request_id"
 
 
-async def _create(client: Client, settings: Settings, start: StartSubscription) -> SubscriptionView:
+async def create_through_temporal(
+    client: Client, settings: Settings, start: StartSubscription
+) -> SubscriptionView:
     """Update-with-start of the customer's workflow, waiting out a run that is ending."""
     for attempt in (1, 2):
         operation = WithStartWorkflowOperation(

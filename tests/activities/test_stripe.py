@@ -162,9 +162,10 @@ async def test_connection_errors_are_left_to_temporal(settings: Settings, run: A
     from tests.conftest import free_port
 
     nowhere = settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{free_port()}"})
-    acts = StripeActivities(stripe_client(nowhere), nowhere)
-    with pytest.raises(stripe.APIConnectionError):
-        await run(acts.get_invoice, "in_whatever")
+    async with stripe_client(nowhere) as client:
+        acts = StripeActivities(client, nowhere)
+        with pytest.raises(stripe.APIConnectionError):
+            await run(acts.get_invoice, "in_whatever")
 
 
 async def test_subscription_with_trial(
