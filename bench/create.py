@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 import devstack
 from api.routes.subscriptions import create_through_temporal
@@ -101,7 +102,9 @@ async def run(rounds: int = 3, count: int = 48, concurrency: int = 16) -> list[F
     stack = devstack.Stack(Path(devstack.sys.executable), data, ports, quiet=True)
     stack.start()
     try:
-        client = await Client.connect(f"127.0.0.1:{ports.temporal}")
+        client = await Client.connect(
+            f"127.0.0.1:{ports.temporal}", data_converter=pydantic_data_converter
+        )
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         token = stack.token("bench-admin", admin=True)
         api, bare, starts = [], [], []
