@@ -269,6 +269,7 @@ async def _run(
         made = await customers_with_running_workflows(stack, client, customers)
         script = data / "replay.lua"
         script.write_text(LUA)
+
         async def replay(length: int) -> tuple[float, int, float]:
             """wrk for `length` seconds: acks per second, non-2xx answers, the drain after."""
             events = data / "events.tsv"

@@ -40,7 +40,7 @@ class RenewingStripe(FakeStripe):
 
 
 async def one_year(env: WorkflowEnvironment) -> float:
-    stripe, mail, store = RenewingStripe(), FakeMailbox(), FakeStore()
+    stripe, mail, store = RenewingStripe(clock=env.get_current_time), FakeMailbox(), FakeStore()
     start = order(trial_days=0, user_id=f"year-{uuid.uuid4().hex[:8]}")
     queue = f"year-{uuid.uuid4()}"
     async with Worker(

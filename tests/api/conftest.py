@@ -107,7 +107,7 @@ def app_settings(database_url: str, queue: str) -> Settings:
 async def api(env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Api]:
     queue = f"billing-{uuid.uuid4()}"
     settings = app_settings(database_url, queue)
-    stripe, mail = FakeStripe(), FakeMailbox()
+    stripe, mail = FakeStripe(clock=env.get_current_time), FakeMailbox()
     engine = make_engine(database_url)
     store = StoreActivities(sessions(engine))
     app = create_app(settings, temporal=env.client)

@@ -92,7 +92,7 @@ async def on_fakes(
 ) -> AsyncIterator[
     tuple[WorkflowHandle[SubscriptionWorkflow, SubscriptionView], FakeStripe, FakeMailbox]
 ]:
-    stripe, mail, store = FakeStripe(), FakeMailbox(), FakeStore()
+    stripe, mail, store = FakeStripe(clock=env.get_current_time), FakeMailbox(), FakeStore()
     async with lifecycle(
         env, start, [*stripe.activities(), mail.send_email, store.record]
     ) as handle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,7 +59,8 @@ PRICES = {Plan.STARTER: 2_900, Plan.PRO: 9_900, Plan.ENTERPRISE: 49_900}
 
 
 def now() -> datetime:
-    """The (time-skipping) server's time at which this activity attempt was scheduled."""
+    """The (time-skipping) server's time at which this activity attempt was scheduled. A local
+    activity's times are the worker's wall clock: see `FakeStripe.now`."""
     return activity.info().current_attempt_scheduled_time
 
 
@@ -87,6 +89,14 @@ class FakeStripe:
     # Stripe slower than the API's wait: create_subscription answers after this many seconds.
     slow_create_seconds: float = 0
     replies: dict[str, tuple[Any, ApplicationError | None]] = field(default_factory=dict)
+    # The server's clock (`WorkflowEnvironment.get_current_time`): the Stripe calls are local
+    # activities, whose info carries the wall clock, not the time-skipping server's time.
+    clock: Callable[[], Awaitable[datetime]] | None = None
+
+    async def now(self) -> datetime:
+        if self.clock and activity.info().is_local:
+            return await self.clock()
+        return now()
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -119,13 +129,13 @@ class FakeStripe:
             "period_end": period_end,
         }
 
-    def new_invoice(self, amount: int, charge: bool = True) -> str:
+    def new_invoice(self, amount: int, charge: bool = True, created: datetime | None = None) -> str:
         ident = f"in_{len(self.invoices) + 1}"
         self.invoices[ident] = {
             "status": "open",
             "amount": amount,
             "attempts": 0,
-            "created": now_or_epoch(),
+            "created": created or now_or_epoch(),
         }
         self.sub["latest_invoice"] = ident
         if charge:
@@ -231,7 +241,7 @@ class FakeStripe:
         await asyncio.sleep(self.slow_create_seconds)
         if self.sub:  # the idempotency key returns the first result
             return self.state()
-        start = now()
+        start = await self.now()
         trial = req.trial_days > 0
         self.sub = {
             "id": f"sub_{req.user_id}",
@@ -245,7 +255,7 @@ class FakeStripe:
             "started_at": start,
         }
         if not trial:
-            invoice = self.new_invoice(PRICES[req.plan])
+            invoice = self.new_invoice(PRICES[req.plan], created=start)
             if self.invoices[invoice]["status"] == "paid":
                 self.sub["status"] = "active"
         return self.state()

@@ -62,7 +62,7 @@ async def record(env: WorkflowEnvironment) -> None:
 async def record_adoption(env: WorkflowEnvironment) -> None:
     """A subscription made in Stripe adopted by an event, an event for an invoice Stripe does
     not have (contained), then a cancel."""
-    stripe, mail, store = FakeStripe(), FakeMailbox(), FakeStore()
+    stripe, mail, store = FakeStripe(clock=env.get_current_time), FakeMailbox(), FakeStore()
     stripe.live_elsewhere(
         "sub_replay_adopt", "cus_replay_adopt", await env.get_current_time() + timedelta(days=30)
     )

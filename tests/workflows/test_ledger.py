@@ -45,7 +45,7 @@ class _FailFirstAttempt(ActivityInboundInterceptor):
 async def test_trial_renewal_three_failures_and_cancellation_leave_one_row_each(
     env: WorkflowEnvironment, db_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    stripe, mail = FakeStripe(), FakeMailbox()
+    stripe, mail = FakeStripe(clock=env.get_current_time), FakeMailbox()
     start = order(trial_days=14)
     queue = f"ledger-{uuid.uuid4()}"
     async with Worker(
