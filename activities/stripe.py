@@ -25,6 +25,7 @@ from core.payloads import (
     DateRange,
     DetachPaymentMethod,
     EnsureCustomer,
+    Failure,
     FoundSubscription,
     InvoiceState,
     PayInvoice,
@@ -83,14 +84,14 @@ async def _translated() -> AsyncIterator[None]:
     try:
         yield
     except stripe.CardError as err:
-        raise _business_error("CardDeclined", err) from err
+        raise _business_error(Failure.CARD_DECLINED, err) from err
     except stripe.IdempotencyError as err:
-        raise _business_error("IdempotencyConflict", err) from err
+        raise _business_error(Failure.IDEMPOTENCY_CONFLICT, err) from err
     except stripe.InvalidRequestError as err:
-        raise _business_error("InvalidRequest", err) from err
+        raise _business_error(Failure.INVALID_REQUEST, err) from err
 
 
-def _business_error(kind: str, err: stripe.StripeError) -> ApplicationError:
+def _business_error(kind: Failure, err: stripe.StripeError) -> ApplicationError:
     error = err.error
     details = {
         "code": err.code,

@@ -23,13 +23,16 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.payloads import Failure
+
 # ApplicationError types raised by the workflow and its activities.
-STATUS_BY_TYPE = {
-    "InvalidState": 409,
-    "InvalidRequest": 422,
-    "CardDeclined": 402,
-    "IdempotencyConflict": 409,
-    "SubscriptionEnding": 409,
+STATUS_BY_TYPE: dict[str, int] = {
+    Failure.INVALID_STATE: 409,
+    Failure.INVALID_REQUEST: 422,
+    Failure.CARD_DECLINED: 402,
+    Failure.IDEMPOTENCY_CONFLICT: 409,
+    Failure.SUBSCRIPTION_ENDING: 409,
+    Failure.STRIPE_UNAVAILABLE: 502,
 }
 
 NOT_FOUND = "no subscription for this user"

@@ -203,6 +203,24 @@ class FoundSubscription(Payload):
 # --- the subscription workflow ---------------------------------------------------------------
 
 
+class Failure(StrEnum):
+    """The types of the ApplicationErrors the activities and the workflow raise; the API maps
+    each to its status code (api/errors.py)."""
+
+    # The current state forbids the request (409).
+    INVALID_STATE = "InvalidState"
+    # Stripe or the workflow refused the request as given (422).
+    INVALID_REQUEST = "InvalidRequest"
+    # Stripe declined the card (402).
+    CARD_DECLINED = "CardDeclined"
+    # The same idempotency key with other parameters (409).
+    IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
+    # An order sent to a run that is ending (canceled, last writes pending) (409).
+    SUBSCRIPTION_ENDING = "SubscriptionEnding"
+    # Stripe did not answer within the call's retries (502).
+    STRIPE_UNAVAILABLE = "StripeUnavailable"
+
+
 class Status(StrEnum):
     """Stripe's names for where a subscription stands."""
 
@@ -228,6 +246,23 @@ def status_of(stripe_status: str) -> Status:
         return Status(stripe_status)
     except ValueError:
         return Status.PAST_DUE
+
+
+# The Stripe event types handed to a customer's workflow (every other signed event is
+# recorded and answered `ignored`).
+HANDLED_EVENT_TYPES = frozenset(
+    {
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.trial_will_end",
+        "invoice.payment_succeeded",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "customer.created",
+        "customer.updated",
+    }
+)
 
 
 class StripeEventRef(Payload):

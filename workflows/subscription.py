@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         Email,
         EmailKind,
         EnsureCustomer,
+        Failure,
         FoundSubscription,
         InvoiceState,
         LedgerEntry,
@@ -54,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.state import BillingState, StartSubscription
 
-TASK_QUEUE = "billing"
 
 # Search attributes operators filter on in the Temporal UI (registered on the server).
 CUSTOMER_ID = SearchAttributeKey.for_keyword("BillingCustomerId")
@@ -83,8 +83,6 @@ EMAIL_RETRY = RetryPolicy(
 )
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
 RECENT = 500
-# The failure type of an order sent to a run that is ending (canceled, last writes pending).
-ENDING = "SubscriptionEnding"
 
 T = TypeVar("T")
 
@@ -95,7 +93,7 @@ def workflow_id(user_id: str) -> str:
 
 def _invalid(message: str) -> ApplicationError:
     """An update the current state forbids; the API answers 409."""
-    return ApplicationError(message, type="InvalidState", non_retryable=True)
+    return ApplicationError(message, type=Failure.INVALID_STATE, non_retryable=True)
 
 
 # What a failed call raises in the workflow: an activity's failure wraps its ApplicationError
@@ -120,7 +118,7 @@ def _as_business_error(err: ActivityError | ApplicationError) -> ApplicationErro
     business = _business_error(err)
     if business:
         return ApplicationError(business.message, type=business.type, non_retryable=True)
-    return ApplicationError(str(err), type="StripeUnavailable", non_retryable=True)
+    return ApplicationError(str(err), type=Failure.STRIPE_UNAVAILABLE, non_retryable=True)
 
 
 @workflow.defn
@@ -312,13 +310,15 @@ class SubscriptionWorkflow:
             try:
                 await self._attach(self.start.payment_method_id)
             except CALL_FAILED as err:
-                if _business_type(err) != "CardDeclined":
+                if _business_type(err) != Failure.CARD_DECLINED:
                     raise
                 # A card refused at attach time: subscribe without it; the first charge fails
                 # into dunning (or the trial ends) and the customer is asked for another card.
                 workflow.logger.warning("payment method declined at attach; continuing without")
         if s.plan is None:
-            raise ApplicationError("a plan is needed", type="InvalidRequest", non_retryable=True)
+            raise ApplicationError(
+                "a plan is needed", type=Failure.INVALID_REQUEST, non_retryable=True
+            )
         plan = s.plan
         sub = await self._stripe(
             StripeActivities.create_subscription,
@@ -625,7 +625,9 @@ class SubscriptionWorkflow:
         elif self.start.plan is not None and not self.start.adopt_customer_id:
             return
         if self.state.status == Status.CANCELED:  # a new order waits for this run to end
-            raise ApplicationError("the subscription is ending", type=ENDING, non_retryable=True)
+            raise ApplicationError(
+                "the subscription is ending", type=Failure.SUBSCRIPTION_ENDING, non_retryable=True
+            )
         raise _invalid("the user already has a live subscription")
 
     @workflow.update
@@ -656,13 +658,13 @@ class SubscriptionWorkflow:
         s = self.state
         if req.plan is None and req.interval is None:
             raise ApplicationError(
-                "give a plan, an interval or both", type="InvalidRequest", non_retryable=True
+                "give a plan, an interval or both", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         if s.status not in (Status.TRIALING, Status.ACTIVE):
             raise _invalid(f"cannot change the plan of a subscription that is {s.status.value}")
         if (req.plan or s.plan) is None:
             raise ApplicationError(
-                "give the plan to change to", type="InvalidRequest", non_retryable=True
+                "give the plan to change to", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         if (req.plan or s.plan, req.interval or s.interval) == (s.plan, s.interval):
             raise _invalid(f"the subscription is already on {s.plan}/{s.interval.value}")

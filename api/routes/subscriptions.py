@@ -36,6 +36,7 @@ from api.schemas import (
 from core.payloads import (
     Cancel,
     ChangePlan,
+    Failure,
     RemovePaymentMethod,
     SetPaymentMethod,
     Status,
@@ -43,7 +44,7 @@ from core.payloads import (
 )
 from core.settings import Settings
 from workflows.policy import DunningPolicy
-from workflows.subscription import ENDING, StartSubscription, SubscriptionWorkflow, workflow_id
+from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
 
@@ -170,7 +171,10 @@ async def create_through_temporal(
                 id=start.request_id,
             )
         except WorkflowUpdateFailedError as err:
-            ending = isinstance(err.cause, ApplicationError) and err.cause.type == ENDING
+            ending = (
+                isinstance(err.cause, ApplicationError)
+                and err.cause.type == Failure.SUBSCRIPTION_ENDING
+            )
             if not ending or attempt == 2:
                 raise
             # Just canceled, still writing its last records: a new run starts once it ends.

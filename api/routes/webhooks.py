@@ -28,27 +28,13 @@ from api.deps import EngineDep, SessionsDep, SettingsDep, TemporalDep
 from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
 from core.db import Customer, WebhookEvent, dialect_insert
-from core.payloads import StripeEventRef, is_user_id
+from core.payloads import HANDLED_EVENT_TYPES, StripeEventRef, is_user_id
 from core.settings import Settings
 from workflows.policy import DunningPolicy
 from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
 
 router = APIRouter(prefix="/stripe/webhooks", tags=["webhooks"])
 log = structlog.get_logger("api.webhooks")
-
-HANDLED = frozenset(
-    {
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "customer.subscription.trial_will_end",
-        "invoice.payment_succeeded",
-        "invoice.paid",
-        "invoice.payment_failed",
-        "customer.created",
-        "customer.updated",
-    }
-)
 
 
 @router.post(
@@ -88,7 +74,7 @@ async def receive(
     bound = log.bind(event_id=event.id, event_type=event.type)
     obj = event.object
     # The workflow re-reads what the event points at: without an object id there is nothing.
-    handled_type = event.type in HANDLED and not event.thin and obj.id is not None
+    handled_type = event.type in HANDLED_EVENT_TYPES and not event.thin and obj.id is not None
     user_id = obj.user_id
     if obj.refused_user_id is not None:
         bound.warning("webhook metadata user_id is not a user id", value=obj.refused_user_id)

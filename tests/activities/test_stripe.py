@@ -26,6 +26,7 @@ from core.payloads import (
     DateRange,
     DetachPaymentMethod,
     EnsureCustomer,
+    Failure,
     Interval,
     MeterEvent,
     PayInvoice,
@@ -125,7 +126,7 @@ async def test_declined_card_is_a_non_retryable_card_declined(
                 customer_id=customer.id, payment_method_id=card, idempotency_key=key()
             ),
         )
-    assert err.value.type == "CardDeclined" and err.value.non_retryable
+    assert err.value.type == Failure.CARD_DECLINED and err.value.non_retryable
     assert err.value.details[0]["code"] == "card_declined"
     assert err.value.details[0]["decline_code"] == decline
 
@@ -135,7 +136,7 @@ async def test_invalid_request_is_non_retryable_with_stripes_code(
 ) -> None:
     with pytest.raises(ApplicationError) as err:
         await run(acts.get_subscription, "sub_doesnotexist")
-    assert err.value.type == "InvalidRequest" and err.value.non_retryable
+    assert err.value.type == Failure.INVALID_REQUEST and err.value.non_retryable
     assert err.value.details[0]["code"] == "resource_missing"
     assert err.value.details[0]["http_status"] == 404
 
@@ -214,7 +215,7 @@ async def test_first_payment_failure_then_recovery_by_paying_the_invoice(
     )
     with pytest.raises(ApplicationError) as err:
         await run(acts.pay_invoice, PayInvoice(invoice_id=invoice.id, idempotency_key=key()))
-    assert err.value.type == "CardDeclined"
+    assert err.value.type == Failure.CARD_DECLINED
     visa = await run(
         acts.attach_payment_method,
         AttachPaymentMethod(
@@ -469,7 +470,7 @@ async def test_card_decline_is_not_retried_by_temporal(
         )
     cause = err.value.cause
     assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
-    assert cause.cause.type == "InvalidRequest"
+    assert cause.cause.type == Failure.INVALID_REQUEST
     log = (await emulator.get("/_emulator/requests")).json()
     assert len([r for r in log if r["idempotency_key"] == req.idempotency_key]) == 1
 
@@ -502,4 +503,4 @@ async def test_find_subscription_reads_the_real_sdk_objects(
     # A customer Stripe does not have is a typed, non-retryable failure.
     with pytest.raises(ApplicationError) as missing:
         await run(acts.find_subscription, "cus_not_in_this_account")
-    assert missing.value.type == "InvalidRequest" and missing.value.non_retryable
+    assert missing.value.type == Failure.INVALID_REQUEST and missing.value.non_retryable

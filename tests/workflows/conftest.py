@@ -96,7 +96,6 @@ async def on_fakes(
     async with lifecycle(
         env, start, [*stripe.activities(), mail.send_email, store.record]
     ) as handle:
-        handle.store = store  # type: ignore[attr-defined]
         yield handle, stripe, mail
 
 

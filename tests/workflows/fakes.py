@@ -23,6 +23,7 @@ from core.payloads import (
     DetachPaymentMethod,
     Email,
     EnsureCustomer,
+    Failure,
     FoundSubscription,
     Interval,
     InvoiceState,
@@ -68,7 +69,7 @@ def declined() -> ApplicationError:
     return ApplicationError(
         "Your card was declined.",
         {"code": "card_declined", "decline_code": "generic_decline"},
-        type="CardDeclined",
+        type=Failure.CARD_DECLINED,
         non_retryable=True,
     )
 
@@ -305,7 +306,7 @@ class FakeStripe:
         self._record("get_invoice", invoice_id)
         if invoice_id not in self.invoices:  # as Stripe answers: 404 resource_missing
             raise ApplicationError(
-                f"No such invoice: '{invoice_id}'", type="InvalidRequest", non_retryable=True
+                f"No such invoice: '{invoice_id}'", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         return self.invoice(invoice_id)
 
@@ -315,7 +316,7 @@ class FakeStripe:
         self._record("pay_invoice", req)
         if self.invoices[req.invoice_id]["status"] == "paid":
             raise ApplicationError(
-                "Invoice is already paid", type="InvalidRequest", non_retryable=True
+                "Invoice is already paid", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         if not self._charge(req.invoice_id):
             raise declined()
@@ -371,13 +372,3 @@ class FakeStore:
     @activity.defn(name="store.record")
     async def record(self, record: Record) -> None:
         self.records.append(record)
-
-    def payments(self) -> list[tuple[str, str, int]]:
-        return [
-            (r.payment.kind, r.payment.invoice_id, r.payment.attempt)
-            for r in self.records
-            if r.payment
-        ]
-
-    def statuses(self) -> list[str]:
-        return [r.subscription.status for r in self.records if r.subscription]

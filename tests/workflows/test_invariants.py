@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.db import AsyncSession, Customer, Payment, SubscriptionRecord
-from core.payloads import Cancel, Plan, Status, StripeEventRef
+from core.payloads import Cancel, Failure, Plan, Status, StripeEventRef
 from core.settings import Settings
 from tests.conftest import eventually
 from tests.workflows.conftest import POLICY, lifecycle, order, until
@@ -185,7 +185,7 @@ async def test_an_order_stripe_refuses_ends_the_run_as_canceled_not_failed(
             await handle.execute_update(SubscriptionWorkflow.subscription_ready)
         except WorkflowUpdateFailedError as err:
             assert isinstance(err.cause, ApplicationError)
-            assert err.cause.type == "InvalidRequest"
+            assert err.cause.type == Failure.INVALID_REQUEST
         else:
             raise AssertionError("Stripe refused the card: the order must fail")
         result = await handle.result()

@@ -14,6 +14,7 @@ from api.errors import describe_raw
 from core.payloads import (
     Cancel,
     ChangePlan,
+    Failure,
     Plan,
     ProrationBehavior,
     SetPaymentMethod,
@@ -275,13 +276,15 @@ async def test_updates_refused_in_the_wrong_state(env: WorkflowEnvironment) -> N
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await handle.execute_update(SubscriptionWorkflow.change_plan, ChangePlan(plan=Plan.PRO))
         assert (
-            isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "InvalidState"
+            isinstance(err.value.cause, ApplicationError)
+            and err.value.cause.type == Failure.INVALID_STATE
         )
         assert "past_due" in str(err.value.cause)
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await handle.execute_update(SubscriptionWorkflow.resume)
         assert (
-            isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "InvalidState"
+            isinstance(err.value.cause, ApplicationError)
+            and err.value.cause.type == Failure.INVALID_STATE
         )
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update(SubscriptionWorkflow.change_plan, ChangePlan())
