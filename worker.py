@@ -22,8 +22,9 @@ from core.db import make_engine, sessions
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect, ensure_search_attributes
-from workflows.subscription import SEARCH_ATTRIBUTES, SubscriptionWorkflow
+from workflows.subscription import SubscriptionWorkflow
 from workflows.usage import UsageReportingWorkflow, ensure_usage_schedule
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("worker")
 

@@ -25,10 +25,10 @@ import devstack
 from api.routes.subscriptions import create_through_temporal
 from bench.common import Figure, load
 from core.payloads import Interval, Plan
+from core.policy import DunningPolicy
 from core.settings import Settings
+from core.state import StartSubscription
 from tests.conftest import free_port
-from workflows.policy import DunningPolicy
-from workflows.state import StartSubscription
 
 
 async def through_the_api(stack: devstack.Stack, token: str, count: int, concurrency: int) -> float:

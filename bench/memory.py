@@ -17,9 +17,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status
+from core.policy import DunningPolicy
+from core.state import BillingState, StartSubscription
 from tests.conftest import free_port
-from workflows.policy import DunningPolicy
-from workflows.state import BillingState, StartSubscription
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 

@@ -35,10 +35,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status, StripeEventRef
+from core.policy import DunningPolicy
 from core.settings import EMULATOR_API_KEY
+from core.state import BillingState, StartSubscription
 from tests.conftest import free_port, fresh_postgres_database
-from workflows.policy import DunningPolicy
-from workflows.state import BillingState, StartSubscription
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 LUA = """

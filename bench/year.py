@@ -18,7 +18,8 @@ from core.payloads import SubscriptionState
 from core.temporal import ensure_search_attributes
 from tests.workflows.conftest import order
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
-from workflows.subscription import SEARCH_ATTRIBUTES, SubscriptionWorkflow, workflow_id
+from workflows.subscription import SubscriptionWorkflow, workflow_id
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 
 class RenewingStripe(FakeStripe):

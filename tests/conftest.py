@@ -33,7 +33,7 @@ from core.migrate import upgrade_async
 from core.settings import Settings
 from core.temporal import ensure_search_attributes
 from emulator.seed import seed
-from workflows.subscription import SEARCH_ATTRIBUTES
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk_test_salesflow_tests"

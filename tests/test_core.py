@@ -63,3 +63,14 @@ def test_json_logs_redact_secrets_and_card_numbers(
     assert lines[0]["event"] == "calling stripe with [redacted]"
     assert lines[0]["api_key"] == "[redacted]" and lines[0]["level"] == "info"
     assert lines[1]["event"] == "secret [redacted] in a stdlib record"
+
+
+def test_the_dunning_count_keeps_its_old_name_across_continue_as_new() -> None:
+    from core.state import BillingState
+
+    old = {"user_id": "u1", "email": "u1@example.com", "plan": "pro", "interval": "monthly"}
+    carried = BillingState.model_validate({**old, "failures": 2})
+    assert carried.failed_payment_attempts == 2
+    assert "failures" not in carried.model_dump()
+    renamed = BillingState.model_validate({**old, "failed_payment_attempts": 1})
+    assert renamed.failed_payment_attempts == 1

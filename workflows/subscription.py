@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify import NotifyActivities
-    from activities.store import StoreActivities
     from activities.stripe import StripeActivities
     from core.idempotency import idempotency_key
     from core.payloads import (
@@ -53,34 +50,11 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionView,
         status_of,
     )
-    from workflows.state import BillingState, StartSubscription
+    from core.state import BillingState, StartSubscription
+    from workflows import calls
+    from workflows.visibility import Visibility
 
 
-# Search attributes operators filter on in the Temporal UI (registered on the server).
-CUSTOMER_ID = SearchAttributeKey.for_keyword("BillingCustomerId")
-USER_ID = SearchAttributeKey.for_keyword("BillingUserId")
-STATUS = SearchAttributeKey.for_keyword("BillingStatus")
-PLAN = SearchAttributeKey.for_keyword("BillingPlan")
-DUNNING_ATTEMPT = SearchAttributeKey.for_int("BillingDunningAttempt")
-NEXT_ACTION_AT = SearchAttributeKey.for_datetime("BillingNextActionAt")
-SEARCH_ATTRIBUTES = (CUSTOMER_ID, USER_ID, STATUS, PLAN, DUNNING_ATTEMPT, NEXT_ACTION_AT)
-
-# Stripe calls: business failures are non-retryable ApplicationErrors raised by the activity;
-# everything else (rate limits, 5xx, Stripe down) is retried with backoff until it works.
-STRIPE_TIMEOUT = timedelta(seconds=30)
-STRIPE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-)
-STORE_TIMEOUT = timedelta(seconds=30)
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)
-)
-EMAIL_TIMEOUT = timedelta(seconds=60)
-EMAIL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10)
-)
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
 RECENT = 500
 
@@ -94,31 +68,6 @@ def workflow_id(user_id: str) -> str:
 def _invalid(message: str) -> ApplicationError:
     """An update the current state forbids; the API answers 409."""
     return ApplicationError(message, type=Failure.INVALID_STATE, non_retryable=True)
-
-
-# What a failed call raises in the workflow: an activity's failure wraps its ApplicationError
-# in an ActivityError; a local activity's (every Stripe call and store write now) arrives as the
-# ApplicationError itself. Both still appear in the recorded histories.
-CALL_FAILED = (ActivityError, ApplicationError)
-
-
-def _business_error(err: ActivityError | ApplicationError) -> ApplicationError | None:
-    if isinstance(err, ApplicationError):
-        return err
-    return err.cause if isinstance(err.cause, ApplicationError) else None
-
-
-def _business_type(err: ActivityError | ApplicationError) -> str | None:
-    business = _business_error(err)
-    return business.type if business else None
-
-
-def _as_business_error(err: ActivityError | ApplicationError) -> ApplicationError:
-    """A call's typed failure, re-raised to an update's caller (the API maps its type)."""
-    business = _business_error(err)
-    if business:
-        return ApplicationError(business.message, type=business.type, non_retryable=True)
-    return ApplicationError(str(err), type=Failure.STRIPE_UNAVAILABLE, non_retryable=True)
 
 
 @workflow.defn
@@ -142,7 +91,7 @@ class SubscriptionWorkflow:
         self.ended_view: SubscriptionView | None = None
         self.changed = False
         self.signals_this_run = 0
-        self.published: dict[str, Any] = {}
+        self.visibility = Visibility()
         self.snapshot: SubscriptionSnapshot | None = None
         self.next_action = ""
 
@@ -151,8 +100,8 @@ class SubscriptionWorkflow:
     @workflow.run
     async def run(self, start: StartSubscription) -> SubscriptionView:
         senders = [
-            asyncio.create_task(self._drain(self.state.outbox, self._send_email)),
-            asyncio.create_task(self._drain(self.state.records, self._write_record)),
+            asyncio.create_task(self._drain(self.state.outbox, calls.send_email)),
+            asyncio.create_task(self._drain(self.state.records, calls.write_record)),
         ]
         try:
             return await self._lifecycle()
@@ -168,8 +117,8 @@ class SubscriptionWorkflow:
                         await self._adopt(self.start.adopt_customer_id)
                     else:
                         await self._subscribe()
-                except CALL_FAILED as err:
-                    self.creation_error = _as_business_error(err)
+                except calls.CALL_FAILED as err:
+                    self.creation_error = calls.as_business_error(err)
                 finally:
                     self.created = True
             if not self.state.subscription_id:
@@ -222,9 +171,12 @@ class SubscriptionWorkflow:
         no longer has, a 4xx to a re-read) is logged and the customer carries on."""
         try:
             await step
-        except CALL_FAILED as err:
+        except calls.CALL_FAILED as err:
             workflow.logger.warning(
-                "%s not applied: %s (%s)", what, _business_error(err) or err, _business_type(err)
+                "%s not applied: %s (%s)",
+                what,
+                calls.business_error(err) or err,
+                calls.business_type(err),
             )
 
     async def _quiesce(self) -> None:
@@ -245,50 +197,16 @@ class SubscriptionWorkflow:
             await self._contained(send(queue[0]), "background write")
             queue.pop(0)
 
-    async def _send_email(self, email: Email) -> None:
-        await workflow.execute_activity_method(
-            NotifyActivities.send_email,
-            email,
-            start_to_close_timeout=EMAIL_TIMEOUT,
-            retry_policy=EMAIL_RETRY,
-            summary=email.context.get("summary") or f"email: {email.kind.value}",
-        )
-
-    async def _write_record(self, record: Record) -> None:
-        what = (
-            f"ledger: {record.payment.kind} {record.payment.invoice_id}"
-            if record.payment
-            else "read model: subscription"
-            if record.subscription
-            else "customer mapping"
-        )
-        if workflow.patched("local-store-writes"):
-            # A short, idempotent write to our own database: a local activity, run inside the
-            # workflow task, costs no round trip through the server (a third of a customer's
-            # history before). Retried the same way; an outage only delays the read model.
-            await workflow.execute_local_activity_method(
-                StoreActivities.record,
-                record,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
-                summary=what,
-            )
-            return
-        await workflow.execute_activity_method(
-            StoreActivities.record,
-            record,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
-            summary=what,
-        )
-
     async def _subscribe(self) -> None:
         """Create (or find) the Stripe customer, attach the card, create the subscription."""
         s = self.state
-        customer = await self._stripe(
+        customer = await calls.stripe(
             StripeActivities.ensure_customer,
             EnsureCustomer(
-                user_id=s.user_id, email=s.email, name=s.name, idempotency_key=self._key("customer")
+                user_id=s.user_id,
+                email=s.email,
+                name=s.name,
+                idempotency_key=self._next_idempotency_key("customer"),
             ),
             "create or find the Stripe customer",
         )
@@ -309,8 +227,8 @@ class SubscriptionWorkflow:
         if self.start.payment_method_id:
             try:
                 await self._attach(self.start.payment_method_id)
-            except CALL_FAILED as err:
-                if _business_type(err) != Failure.CARD_DECLINED:
+            except calls.CALL_FAILED as err:
+                if calls.business_type(err) != Failure.CARD_DECLINED:
                     raise
                 # A card refused at attach time: subscribe without it; the first charge fails
                 # into dunning (or the trial ends) and the customer is asked for another card.
@@ -320,7 +238,7 @@ class SubscriptionWorkflow:
                 "a plan is needed", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         plan = s.plan
-        sub = await self._stripe(
+        sub = await calls.stripe(
             StripeActivities.create_subscription,
             CreateSubscription(
                 customer_id=customer.id,
@@ -329,7 +247,7 @@ class SubscriptionWorkflow:
                 interval=s.interval,
                 trial_days=self.start.trial_days,
                 payment_method_id=s.default_payment_method,
-                idempotency_key=self._key("subscription"),
+                idempotency_key=self._next_idempotency_key("subscription"),
             ),
             f"create the {plan.value}/{s.interval.value} subscription",
         )
@@ -356,12 +274,12 @@ class SubscriptionWorkflow:
         """The customer's live subscription in Stripe; None for a customer Stripe does not
         have (another account, a deleted test clock) or that belongs to another user."""
         try:
-            found = await self._stripe_read(
+            found = await calls.stripe_read(
                 StripeActivities.find_subscription,
                 customer_id,
                 f"look up customer {customer_id} and its live subscription",
             )
-        except CALL_FAILED as err:
+        except calls.CALL_FAILED as err:
             workflow.logger.warning("customer %s not found: %s", customer_id, err)
             return None
         if found.customer.user_id not in ("", self.state.user_id):
@@ -421,13 +339,15 @@ class SubscriptionWorkflow:
 
     async def _sync(self, check_invoice: bool = True) -> None:
         """Re-read the subscription, and its latest invoice when payment is in question."""
-        sub = await self._stripe_read(
+        sub = await calls.stripe_read(
             StripeActivities.get_subscription,
             self.state.subscription_id,
             f"re-read subscription {self.state.subscription_id}",
         )
         self._apply(sub)
-        in_question = sub.status in ("past_due", "incomplete") or self.state.failures > 0
+        in_question = (
+            sub.status in ("past_due", "incomplete") or self.state.failed_payment_attempts > 0
+        )
         if (
             check_invoice
             and sub.latest_invoice_id
@@ -438,10 +358,10 @@ class SubscriptionWorkflow:
 
     async def _check_invoice(self, invoice_id: str) -> None:
         try:
-            inv = await self._stripe_read(
+            inv = await calls.stripe_read(
                 StripeActivities.get_invoice, invoice_id, f"re-read invoice {invoice_id}"
             )
-        except CALL_FAILED as err:
+        except calls.CALL_FAILED as err:
             # Stripe does not have it (another account, a deleted test clock): not ours.
             workflow.logger.warning("invoice %s not re-read: %s", invoice_id, err)
             if invoice_id == self.state.dunning_invoice_id:  # dunning cannot go on with it
@@ -454,18 +374,20 @@ class SubscriptionWorkflow:
         if inv.subscription_id != self.state.subscription_id:
             return
         if inv.status == "paid":
-            await self._paid(inv, resync)
+            await self._on_paid_invoice(inv, resync)
         elif inv.status == "open" and inv.attempt_count > 0:
-            await self._failed(inv)
+            await self._on_failed_attempt(inv)
         elif inv.id == self.state.dunning_invoice_id:  # voided or written off elsewhere
             self._end_dunning()
             await self._sync(check_invoice=False)
 
-    async def _paid(self, inv: InvoiceState, resync: bool = True) -> None:
+    async def _on_paid_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
         s = self.state
-        recovered = s.failures > 0
+        recovered = s.failed_payment_attempts > 0
         if recovered:
-            workflow.logger.info("payment recovered after %d failed attempts", s.failures)
+            workflow.logger.info(
+                "payment recovered after %d failed attempts", s.failed_payment_attempts
+            )
         self._end_dunning()
         if inv.amount_paid > 0:
             self._record_payment(inv, "succeeded", inv.amount_paid, recovered=recovered)
@@ -479,7 +401,7 @@ class SubscriptionWorkflow:
         if resync:  # the subscription's status follows its invoice: read it again
             await self._sync(check_invoice=False)
 
-    async def _failed(self, inv: InvoiceState) -> None:
+    async def _on_failed_attempt(self, inv: InvoiceState) -> None:
         """A failed payment attempt, counted once however many times we hear of it."""
         s = self.state
         attempt = f"{inv.id}#{inv.attempt_count}"
@@ -487,19 +409,23 @@ class SubscriptionWorkflow:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
         self._record_payment(inv, "failed", inv.amount_due)
-        s.failures += 1
+        s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
         context = {"invoice_id": inv.id, "max_attempts": str(self.policy.max_failures)}
-        if s.failures >= self.policy.max_failures:
+        if s.failed_payment_attempts >= self.policy.max_failures:
             await self._give_up(inv.id, context)
             return
-        s.next_retry_at = workflow.now() + self.policy.delay_after(s.failures)
+        s.next_retry_at = workflow.now() + self.policy.delay_after(s.failed_payment_attempts)
         self._email(
             EmailKind.PAYMENT_FAILED,
             attempt,
-            {**context, "attempt": str(s.failures), "retry_at": _date(s.next_retry_at)},
-            summary=f"dunning reminder {s.failures} of {self.policy.max_failures}",
+            {
+                **context,
+                "attempt": str(s.failed_payment_attempts),
+                "retry_at": _date(s.next_retry_at),
+            },
+            summary=f"dunning reminder {s.failed_payment_attempts} of {self.policy.max_failures}",
         )
 
     async def _retry_payment(self) -> None:
@@ -509,39 +435,44 @@ class SubscriptionWorkflow:
         if not invoice_id:
             return
         try:
-            inv = await self._stripe(
+            inv = await calls.stripe(
                 StripeActivities.pay_invoice,
-                PayInvoice(invoice_id=invoice_id, idempotency_key=self._key(f"pay-{invoice_id}")),
-                f"retry invoice {invoice_id} payment (dunning {s.failures} of "
+                PayInvoice(
+                    invoice_id=invoice_id,
+                    idempotency_key=self._next_idempotency_key(f"pay-{invoice_id}"),
+                ),
+                f"retry invoice {invoice_id} payment (dunning {s.failed_payment_attempts} of "
                 f"{self.policy.max_failures - 1} retries)",
             )
-        except CALL_FAILED as err:
+        except calls.CALL_FAILED as err:
             # Declined (or no longer payable): the invoice tells which attempt this was.
             workflow.logger.info("retry of %s failed: %s", invoice_id, err.cause or err)
-            counted = s.failures
+            counted = s.failed_payment_attempts
             await self._check_invoice(invoice_id)
             if (
                 s.status != Status.CANCELED
-                and s.failures == counted
+                and s.failed_payment_attempts == counted
                 and s.dunning_invoice_id == invoice_id
                 and not s.next_retry_at
             ):
                 # Refused without a new attempt counted: try again later, never stall.
-                s.next_retry_at = workflow.now() + self.policy.delay_after(max(s.failures, 1))
+                s.next_retry_at = workflow.now() + self.policy.delay_after(
+                    max(s.failed_payment_attempts, 1)
+                )
             return
         await self._on_invoice(inv)
 
     async def _give_up(self, invoice_id: str, context: dict[str, str]) -> None:
         s = self.state
         if s.subscription_id:
-            sub = await self._stripe(
+            sub = await calls.stripe(
                 StripeActivities.cancel_subscription,
                 CancelSubscription(
                     subscription_id=s.subscription_id,
                     at_period_end=False,
-                    idempotency_key=self._key("cancel-unpaid"),
+                    idempotency_key=self._next_idempotency_key("cancel-unpaid"),
                 ),
-                f"cancel after {s.failures} failed payments",
+                f"cancel after {s.failed_payment_attempts} failed payments",
             )
             self._apply(sub)
         s.status = Status.CANCELED
@@ -574,7 +505,7 @@ class SubscriptionWorkflow:
 
     def _end_dunning(self) -> None:
         s = self.state
-        s.failures = 0
+        s.failed_payment_attempts = 0
         s.dunning_invoice_id = None
         s.next_retry_at = None
 
@@ -597,7 +528,7 @@ class SubscriptionWorkflow:
         if ended:
             s.status = Status.CANCELED
             s.next_retry_at = None  # the failure count stays, for the record
-        elif s.failures > 0:
+        elif s.failed_payment_attempts > 0:
             s.status = Status.PAST_DUE
         else:
             s.status = status
@@ -636,14 +567,16 @@ class SubscriptionWorkflow:
             self._check_change(req)
             s = self.state
             plan, interval = req.plan or s.plan or Plan.STARTER, req.interval or s.interval
-            sub = await self._stripe(
+            sub = await calls.stripe(
                 StripeActivities.change_subscription,
                 ChangeSubscription(
                     subscription_id=s.subscription_id or "",
                     plan=plan,
                     interval=interval,
                     proration_behavior=req.proration_behavior,
-                    idempotency_key=self._key(f"change-{plan.value}-{interval.value}"),
+                    idempotency_key=self._next_idempotency_key(
+                        f"change-{plan.value}-{interval.value}"
+                    ),
                 ),
                 f"change plan to {plan.value}/{interval.value} ({req.proration_behavior.value})",
             )
@@ -674,12 +607,12 @@ class SubscriptionWorkflow:
         async with self.lock:
             self._check_cancel(req)
             s = self.state
-            sub = await self._stripe(
+            sub = await calls.stripe(
                 StripeActivities.cancel_subscription,
                 CancelSubscription(
                     subscription_id=s.subscription_id or "",
                     at_period_end=req.at_period_end,
-                    idempotency_key=self._key(
+                    idempotency_key=self._next_idempotency_key(
                         "cancel-at-period-end" if req.at_period_end else "cancel-now"
                     ),
                 ),
@@ -709,11 +642,11 @@ class SubscriptionWorkflow:
     async def resume(self) -> SubscriptionView:
         async with self.lock:
             self._check_resume()
-            sub = await self._stripe(
+            sub = await calls.stripe(
                 StripeActivities.resume_subscription,
                 ResumeSubscription(
                     subscription_id=self.state.subscription_id or "",
-                    idempotency_key=self._key("resume"),
+                    idempotency_key=self._next_idempotency_key("resume"),
                 ),
                 "undo the scheduled cancel",
             )
@@ -760,11 +693,11 @@ class SubscriptionWorkflow:
     async def remove_payment_method(self, req: RemovePaymentMethod) -> None:
         async with self.lock:
             self._check_remove(req)
-            await self._stripe(
+            await calls.stripe(
                 StripeActivities.detach_payment_method,
                 DetachPaymentMethod(
                     payment_method_id=req.payment_method_id,
-                    idempotency_key=self._key(f"detach-{req.payment_method_id}"),
+                    idempotency_key=self._next_idempotency_key(f"detach-{req.payment_method_id}"),
                 ),
                 f"detach payment method {req.payment_method_id}",
             )
@@ -803,7 +736,7 @@ class SubscriptionWorkflow:
             trial_end=s.trial_end,
             current_period_end=s.current_period_end,
             cancel_at_period_end=s.cancel_at_period_end,
-            failed_payment_attempts=s.failures,
+            failed_payment_attempts=s.failed_payment_attempts,
             next_payment_retry_at=s.next_retry_at,
             stripe_customer_id=s.customer_id,
             stripe_subscription_id=s.subscription_id,
@@ -814,22 +747,22 @@ class SubscriptionWorkflow:
 
     async def _attach(self, payment_method_id: str) -> PaymentMethodInfo:
         s = self.state
-        info = await self._stripe(
+        info = await calls.stripe(
             StripeActivities.attach_payment_method,
             AttachPaymentMethod(
                 customer_id=s.customer_id or "",
                 payment_method_id=payment_method_id,
-                idempotency_key=self._key(f"attach-{payment_method_id}"),
+                idempotency_key=self._next_idempotency_key(f"attach-{payment_method_id}"),
             ),
             f"attach payment method {payment_method_id}",
         )
-        await self._stripe(
+        await calls.stripe(
             StripeActivities.set_default_payment_method,
             SetDefaultPaymentMethod(
                 customer_id=s.customer_id or "",
                 payment_method_id=info.id,
                 subscription_id=s.subscription_id,
-                idempotency_key=self._key(f"default-{info.id}"),
+                idempotency_key=self._next_idempotency_key(f"default-{info.id}"),
             ),
             f"make {info.id} the default payment method",
         )
@@ -844,7 +777,7 @@ class SubscriptionWorkflow:
             timers.append(
                 (
                     s.next_retry_at,
-                    f"dunning retry {s.failures} of {self.policy.max_failures - 1}: "
+                    f"dunning retry {s.failed_payment_attempts} of {self.policy.max_failures - 1}: "
                     f"pay invoice {s.dunning_invoice_id}",
                 )
             )
@@ -857,37 +790,9 @@ class SubscriptionWorkflow:
         return min(timers, key=lambda t: t[0])
 
     def _publish(self, due: datetime | None, what: str) -> None:
-        """Keep search attributes and the UI's current details in step with the state."""
-        s = self.state
-        wanted: dict[str, Any] = {
-            USER_ID.name: s.user_id,
-            STATUS.name: s.status.value,
-            PLAN.name: s.plan.value if s.plan else "",
-            DUNNING_ATTEMPT.name: s.failures,
-            NEXT_ACTION_AT.name: due,
-        }
-        if s.customer_id:
-            wanted[CUSTOMER_ID.name] = s.customer_id
-        updates: list[SearchAttributeUpdate[Any]] = []
-        for key in SEARCH_ATTRIBUTES:
-            if key.name in wanted and self.published.get(key.name) != wanted[key.name]:
-                value = wanted[key.name]
-                updates.append(key.value_unset() if value is None else key.value_set(value))
-        if updates:
-            workflow.upsert_search_attributes(updates)
-            self.published.update(wanted)
+        """Show the state: the read model's row (queued when it changed) and the Temporal UI."""
         self._record_snapshot()
-        next_line = (
-            f"**Next:** {what} at {due.isoformat()}" if due else "**Next:** nothing scheduled"
-        )
-        if s.status == Status.CANCELED:
-            next_line = "**Ended.**"
-        workflow.set_current_details(
-            f"**{s.status.value}** · {s.plan}/{s.interval.value} · "
-            f"failed payments {s.failures} of {self.policy.max_failures}"
-            f"{' · cancels at period end' if s.cancel_at_period_end else ''}\n\n"
-            f"Stripe customer `{s.customer_id}`, subscription `{s.subscription_id}`\n\n{next_line}"
-        )
+        self.visibility.publish(self.state, self.policy.max_failures, due, what)
 
     def _record_customer(self) -> None:
         s = self.state
@@ -934,7 +839,7 @@ class SubscriptionWorkflow:
             currency=s.currency,
             current_period_end=s.current_period_end,
             cancel_at_period_end=s.cancel_at_period_end,
-            dunning_attempt=s.failures,
+            dunning_attempt=s.failed_payment_attempts,
             started_at=s.started_at or workflow.now(),
             canceled_at=s.canceled_at,
         )
@@ -948,45 +853,12 @@ class SubscriptionWorkflow:
             or self.signals_this_run >= self.start.signals_before_continue_as_new
         )
 
-    def _key(self, step: str) -> str:
+    def _next_idempotency_key(self, step: str) -> str:
         """An idempotency key from the workflow and the step: the same on every retry."""
         self.state.writes += 1
         info = workflow.info()
         return idempotency_key(
             info.workflow_id, info.first_execution_run_id, f"{self.state.writes}-{step}"
-        )
-
-    async def _stripe_read(
-        self, fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str
-    ) -> T:
-        return await self._stripe(fn, arg, summary, patch="local-stripe-reads")
-
-    async def _stripe(
-        self,
-        fn: Callable[[Any, Any], Awaitable[T]],
-        arg: Any,
-        summary: str,
-        patch: str = "local-stripe-writes",
-    ) -> T:
-        """One Stripe call: a local activity, run inside the workflow task with the same timeout
-        and retries (backoff past a minute waits on a timer in the history), so it costs no round
-        trip through the server. Every write carries its idempotency key, so a retry or a
-        workflow task run again after a worker crash never doubles it. (Reads, then writes, were
-        full activities before; the patches keep those histories replaying.)"""
-        if workflow.patched(patch):
-            return await workflow.execute_local_activity_method(
-                fn,
-                arg,
-                start_to_close_timeout=STRIPE_TIMEOUT,
-                retry_policy=STRIPE_RETRY,
-                summary=summary,
-            )
-        return await workflow.execute_activity_method(
-            fn,
-            arg,
-            start_to_close_timeout=STRIPE_TIMEOUT,
-            retry_policy=STRIPE_RETRY,
-            summary=summary,
         )
 
     def _email(

@@ -42,9 +42,10 @@ from core.payloads import (
     Status,
     SubscriptionView,
 )
+from core.policy import DunningPolicy
 from core.settings import Settings
-from workflows.policy import DunningPolicy
-from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+from core.state import StartSubscription
+from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 router = APIRouter(prefix="/stripe/subscriptions", tags=["subscriptions"])
 

@@ -29,9 +29,10 @@ from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
 from core.db import Customer, WebhookEvent, dialect_insert
 from core.payloads import HANDLED_EVENT_TYPES, StripeEventRef, is_user_id
+from core.policy import DunningPolicy
 from core.settings import Settings
-from workflows.policy import DunningPolicy
-from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+from core.state import StartSubscription
+from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 router = APIRouter(prefix="/stripe/webhooks", tags=["webhooks"])
 log = structlog.get_logger("api.webhooks")

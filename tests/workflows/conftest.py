@@ -22,15 +22,12 @@ from activities.store import StoreActivities
 from activities.stripe import StripeActivities
 from core.db import AsyncSession
 from core.payloads import Interval, Plan, SubscriptionView
+from core.policy import DunningPolicy
 from core.settings import Settings
+from core.state import StartSubscription
 from tests.conftest import Inbox
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
-from workflows.policy import DunningPolicy
-from workflows.subscription import (
-    StartSubscription,
-    SubscriptionWorkflow,
-    workflow_id,
-)
+from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 POLICY = DunningPolicy(
     retry_delays=[timedelta(days=2), timedelta(days=3)],

@@ -10,17 +10,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.payloads import Cancel, ChangePlan, Plan, SetPaymentMethod, StripeEventRef
+from core.state import StartSubscription
 from core.temporal import ensure_search_attributes
 from tests.conftest import BIN
 from tests.workflows.conftest import POLICY, on_fakes, order, until
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
 from tests.workflows.test_replay import HISTORIES
-from workflows.subscription import (
-    SEARCH_ATTRIBUTES,
-    StartSubscription,
-    SubscriptionWorkflow,
-    workflow_id,
-)
+from workflows.subscription import SubscriptionWorkflow, workflow_id
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 
 async def record(env: WorkflowEnvironment) -> None:
@@ -109,6 +106,31 @@ async def record_adoption(env: WorkflowEnvironment) -> None:
         )
 
 
+async def record_local_calls(env: WorkflowEnvironment) -> None:
+    """Every Stripe call a local activity, one timer per due time, and a dunning count carried
+    across continue-as-new under its new name (`failed_payment_attempts`, once `failures`)."""
+    start = order(
+        user_id="replay-local-calls",
+        payment_method_id="pm_card_chargeCustomerFail",
+        signals_before_continue_as_new=1,
+    )
+    async with on_fakes(env, start) as (handle, stripe, _):
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event,
+            StripeEventRef(
+                id="evt_local_1",
+                type="customer.subscription.updated",
+                created=await env.get_current_time(),
+                object_id=stripe.sub["id"],
+            ),
+        )
+        await env.sleep(sum(POLICY.retry_delays, timedelta()) + timedelta(hours=1))
+        await handle.result()
+        (HISTORIES / "local_calls_dunning_across_continue_as_new.json").write_text(
+            (await handle.fetch_history()).to_json()
+        )
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
@@ -121,6 +143,8 @@ async def main() -> None:
             await record(env)
         if not (HISTORIES / "adoption_and_missing_invoice.json").exists():
             await record_adoption(env)
+        if not (HISTORIES / "local_calls_dunning_across_continue_as_new.json").exists():
+            await record_local_calls(env)
     finally:
         await env.shutdown()
 

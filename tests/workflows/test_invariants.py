@@ -18,9 +18,10 @@ from temporalio.worker import Worker
 from core.db import AsyncSession, Customer, Payment, SubscriptionRecord
 from core.payloads import Cancel, Failure, Plan, Status, StripeEventRef
 from core.settings import Settings
+from core.state import StartSubscription
 from tests.conftest import eventually
 from tests.workflows.conftest import POLICY, lifecycle, order, until
-from workflows.subscription import StartSubscription, SubscriptionWorkflow, workflow_id
+from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 
 def ref(type_: str, object_id: str, customer_id: str | None = None) -> StripeEventRef:

@@ -23,15 +23,8 @@ from core.payloads import (
 )
 from tests.conftest import eventually, wait_for
 from tests.workflows.conftest import POLICY, on_fakes, order, until
-from workflows.subscription import (
-    CUSTOMER_ID,
-    DUNNING_ATTEMPT,
-    NEXT_ACTION_AT,
-    PLAN,
-    STATUS,
-    SubscriptionWorkflow,
-    fold_next,
-)
+from workflows.subscription import SubscriptionWorkflow, fold_next
+from workflows.visibility import CUSTOMER_ID, DUNNING_ATTEMPT, NEXT_ACTION_AT, PLAN, STATUS
 
 
 def ref(type_: str, object_id: str, event_id: str | None = None) -> StripeEventRef:

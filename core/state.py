@@ -1,6 +1,6 @@
 """The subscription workflow's state and input: pydantic models that go into history.
 
-Loaded once per worker process (passed through Temporal's sandbox by the workflow module),
+Loaded once per worker process (passed through Temporal's sandbox with the rest of `core`),
 not once per workflow: building pydantic models is most of what a cached workflow costs.
 Evolve only by adding fields with defaults; renaming one needs an alias.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from core.payloads import (
     Email,
@@ -20,7 +20,7 @@ from core.payloads import (
     StripeEventRef,
     SubscriptionView,
 )
-from workflows.policy import DunningPolicy
+from core.policy import DunningPolicy
 
 
 class BillingState(BaseModel):
@@ -42,7 +42,11 @@ class BillingState(BaseModel):
     currency: str = "usd"
     started_at: datetime | None = None
     canceled_at: datetime | None = None
-    failures: int = 0
+    # Failed payment attempts in the current dunning (the view's `failed_payment_attempts`).
+    # Called `failures` before: runs carrying the old name across continue-as-new keep it.
+    failed_payment_attempts: int = Field(
+        default=0, validation_alias=AliasChoices("failed_payment_attempts", "failures")
+    )
     dunning_invoice_id: str | None = None
     next_retry_at: datetime | None = None
     trial_reminder_sent_for: datetime | None = None
