@@ -21,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator import forms
-from emulator.billing import Account, Obj, render
+from emulator.account import Account
 from emulator.errors import StripeApiError, invalid
+from emulator.store import Obj, render
 from emulator.webhooks import Dispatcher
 
 # How often the state file (if any) is written: it holds everything acknowledged before.
