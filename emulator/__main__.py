@@ -17,8 +17,8 @@ from core.settings import get_settings
 
 
 def build(args: argparse.Namespace) -> Any:
+    from emulator.account import Account
     from emulator.app import Emulator
-    from emulator.billing import Account
     from emulator.webhooks import Dispatcher
 
     account = Account(Path(args.state_file) if args.state_file else None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from emulator.billing import Account
+from emulator.account import Account
 
 log = logging.getLogger("emulator.webhooks")
 

@@ -18,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.settings import Settings
-from emulator.billing import Account, add_interval
+from emulator.account import Account
+from emulator.resources.subscriptions import add_interval
 from tests.conftest import API_KEY, ROOT, eventually, free_port, wait_for_http
 
 DAY = 86_400
