@@ -1,6 +1,6 @@
 """The embedded stack: Temporal dev server (with UI), Stripe emulator, SMTP sink, migrations,
-worker and API, as child processes on local ports. Standard library only, so `dev.py` can run
-it from the system Python; the end-to-end test starts the same stack on free ports.
+worker and API, as child processes on local ports (`python3 dev.py up`). Standard library only;
+the end-to-end tests and the benchmarks start the same stack on free ports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+# The repository root: every child runs from there (`python -m emulator` finds it on sys.path).
+ROOT = Path(__file__).resolve().parent.parent
 # Search attributes the workflows set (workflows/subscription.py), registered at start.
 SEARCH_ATTRIBUTES = {
     "BillingCustomerId": "Keyword",
@@ -125,7 +126,7 @@ class Stack:
                 [
                     str(self.python),
                     "-m",
-                    "core.mailsink",
+                    "devtools.mailsink",
                     "--port",
                     str(p.smtp),
                     "--folder",
