@@ -2,7 +2,8 @@
 """The project's commands. Needs only Python 3.11+: it makes `.venv`, installs into it, then runs
 `python -m devtools <command>` there (devtools/__main__.py).
 
-python3 dev.py up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops)
+python3 dev.py up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops);
+                                    ports and data folder: flags or DEV_* variables (up --help)
 python3 dev.py scenario             drive the running stack through the story (needs --demo)
 python3 dev.py test [pytest args]   lint, type-check and run the test suite
 python3 dev.py emulator [args]      run the local Stripe emulator (python -m emulator serve)

@@ -1,7 +1,8 @@
 """`python -m devtools <command>`: the project's commands, run inside `.venv` by `dev.py`.
 
-up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops)
-scenario             drive the running stack through the story (needs --demo)
+up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops); ports and the
+                     data folder from flags or DEV_* variables (`up --help`)
+scenario             drive the running stack through the story (needs --demo; --data-dir)
 test [pytest args]   lint, type-check and run the test suite
 emulator [args]      run the local Stripe emulator (python -m emulator serve)
 bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
@@ -9,6 +10,7 @@ bench [names]        measure DESIGN.md's budgets against their baselines (needs 
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devtools import scenario as story
+from devtools.options import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA,
+    OptionError,
+    choose_ports,
+    claim_data_dir,
+    parse_up,
+    read_stack_file,
+)
 from devtools.stack import ROOT, Stack, run_forever
 
 PYTHON = Path(sys.executable)
@@ -35,11 +46,31 @@ def _run(cmd: list[str]) -> None:
 
 
 def up(args: list[str]) -> None:
-    run_forever(Stack(PYTHON, ROOT / ".data", demo="--demo" in args))
+    options = parse_up(args, os.environ)
+    ports, notes = choose_ports(options.requested)
+    # Absolute: the children run from the repository root.
+    data, lock = claim_data_dir(options.data_dir.resolve() if options.data_dir else None)
+    with lock:
+        for note in notes:
+            print(note, flush=True)
+        run_forever(Stack(PYTHON, data, ports, demo=options.demo))
 
 
 def scenario(args: list[str]) -> None:
-    stack = Stack(PYTHON, ROOT / ".data")
+    parser = argparse.ArgumentParser(
+        prog="python3 dev.py scenario",
+        description="Drive the stack `python3 dev.py up --demo` runs through the story.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA),
+        help=f"the running stack's data folder, as its banner shows (env {DATA_DIR_ENV}; "
+        "default .data)",
+    )
+    data = parser.parse_args(args).data_dir.resolve()
+    stack = Stack(PYTHON, data, read_stack_file(data))
     stack.env = {**os.environ}
     story.run(stack.api_url, stack.token, suffix=f"-{int(time.time())}")
 
@@ -70,9 +101,15 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if not argv or argv[0] not in COMMANDS:
         sys.exit(__doc__)
-    COMMANDS[argv[0]](argv[1:])
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except OptionError as err:
+        sys.exit(f"{argv[0]}: {err}")
 
 
 if __name__ == "__main__":

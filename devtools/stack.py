@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # The repository root: every child runs from there (`python -m emulator` finds it on sys.path).
@@ -34,10 +34,14 @@ DEMO_POLICY = {
     "DUNNING_TRIAL_REMINDER_BEFORE": "1m",
     "USAGE_REPORT_EVERY": "30s",
 }
+# In the data folder while the stack runs: its ports (`python3 dev.py scenario` reads them).
+STACK_FILE = "stack.json"
 
 
 @dataclass
 class Ports:
+    """The defaults are `python3 dev.py up`'s; devtools/options.py chooses the ones it uses."""
+
     temporal: int = 7233
     ui: int = 8233
     stripe: int = 12111
@@ -143,6 +147,9 @@ class Stack:
             self._spawn("worker", [str(self.python), "worker.py"])
             self._spawn("api", [str(self.python), "-m", "api"])
             _wait_http(f"{self.api_url}/readyz", 60)
+            (self.data / STACK_FILE).write_text(
+                json.dumps({"pid": os.getpid(), "ports": asdict(self.ports)}) + "\n"
+            )
         except BaseException:
             self.stop()
             raise
@@ -154,6 +161,7 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM every process (newest first), then SIGKILL what is left."""
+        (self.data / STACK_FILE).unlink(missing_ok=True)
         for _, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -251,14 +259,19 @@ def banner(stack: Stack) -> str:
             "payment_method_id": "pm_card_visa",
         }
     )
+    data = _shown(stack.data)
+    scenario = "python3 dev.py scenario" + (
+        "" if stack.data.resolve() == (ROOT / ".data").resolve() else f" --data-dir {data}"
+    )
     return f"""
 SalesFlow Billing is running{" (demo dunning policy: retries 20 s apart)" if stack.demo else ""}.
 
-  API            {stack.api_url}          docs: {stack.api_url}/docs
-  Temporal UI    http://127.0.0.1:{stack.ports.ui}
-  Stripe         {stack.stripe_url}  (local emulator, state in {stack.data / "stripe.json"})
-  Emails         {stack.data / "mail"}/  (local SMTP sink on port {stack.ports.smtp})
-  Logs           {stack.data}/*.log
+  API            {stack.api_url}  docs: {stack.api_url}/docs
+  Temporal       127.0.0.1:{stack.ports.temporal} (gRPC)  UI: http://127.0.0.1:{stack.ports.ui}
+  Stripe         {stack.stripe_url}  (local emulator, state in {data / "stripe.json"})
+  Emails         {data / "mail"}/  (local SMTP sink on 127.0.0.1:{stack.ports.smtp})
+  Data and logs  {data}/  (*.log; ports in {data / STACK_FILE})
+  Scenario       {scenario}{"" if stack.demo else "  (start with --demo for it)"}
 
 Admin token:
   {admin}
@@ -270,6 +283,14 @@ Create a subscription for alice:
 
 Press Ctrl-C to stop.
 """
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the repository root when it is inside it (shorter to read)."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
 
 
 def run_forever(stack: Stack) -> None:
