@@ -1,4 +1,5 @@
-# The API and the worker (one image, two commands). Build: docker build -t salesflow-billing .
+# The API and the worker (one image, two commands); only the product, no development tools.
+# Build: docker build -t salesflow-billing .
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LOG_FORMAT=json
 WORKDIR /app
@@ -7,9 +8,8 @@ COPY core core
 COPY activities activities
 COPY workflows workflows
 COPY api api
-COPY emulator emulator
 COPY migrations migrations
-COPY alembic.ini worker.py devstack.py scenario.py ./
+COPY alembic.ini worker.py ./
 # Editable: core/migrate.py finds alembic.ini and migrations/ beside the code in /app.
 RUN pip install --no-cache-dir -e . && useradd --system --uid 10001 billing
 USER billing

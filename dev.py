@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""The project's commands. Needs only Python 3.11+: it makes `.venv` and installs into it.
+"""The project's commands. Needs only Python 3.11+: it makes `.venv`, installs into it, then runs
+`python -m devtools <command>` there (devtools/__main__.py).
 
-python3 dev.py up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops)
+python3 dev.py up [--demo]          start the whole stack on embedded defaults (Ctrl-C stops);
+                                    ports and data folder: flags or DEV_* variables (up --help)
 python3 dev.py scenario             drive the running stack through the story (needs --demo)
 python3 dev.py test [pytest args]   lint, type-check and run the test suite
 python3 dev.py emulator [args]      run the local Stripe emulator (python -m emulator serve)
 python3 dev.py bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
+
+python3 dev.py <command> --help     that command's options (up: ports and data folder)
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
+COMMANDS = ("up", "scenario", "test", "emulator", "bench")
 
 
 def ensure_venv() -> None:
@@ -40,53 +44,25 @@ def ensure_venv() -> None:
     stamp.write_text(wanted)
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+def run(cmd: list[str]) -> None:
     print("+ " + " ".join(cmd), flush=True)
-    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    code = subprocess.call(cmd, cwd=ROOT)
     if code:
         sys.exit(code)
 
 
-def test(args: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] in ("-h", "--help"):
+            print(__doc__)
+            return
+        sys.exit(__doc__)
     ensure_venv()
-    run([str(PYTHON), "-m", "ruff", "check", "."])
-    run([str(PYTHON), "-m", "ruff", "format", "--check", "."])
-    run([str(PYTHON), "-m", "mypy"])
-    env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run([str(PYTHON), "-m", "pytest", *args], env=env)
+    # The venv's Python takes this process over (Ctrl-C reaches the stack directly). From the
+    # root, where `devtools` and `emulator` are found: the installed project leaves them out.
+    os.chdir(ROOT)
+    os.execv(PYTHON, [str(PYTHON), "-m", "devtools", *argv])
 
-
-def bench(args: list[str]) -> None:
-    ensure_venv()
-    env = {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run([str(PYTHON), "-m", "bench", *args], env=env)
-
-
-def emulator(args: list[str]) -> None:
-    ensure_venv()
-    os.execv(str(PYTHON), [str(PYTHON), "-m", "emulator", "serve", *args])
-
-
-def up(args: list[str]) -> None:
-    import devstack
-
-    ensure_venv()
-    devstack.run_forever(devstack.Stack(PYTHON, ROOT / ".data", demo="--demo" in args))
-
-
-def scenario(args: list[str]) -> None:
-    import devstack
-    import scenario as story
-
-    ensure_venv()
-    stack = devstack.Stack(PYTHON, ROOT / ".data")
-    stack.env = {**os.environ}
-    story.run(stack.api_url, stack.token, suffix=f"-{int(time.time())}")
-
-
-COMMANDS = {"up": up, "scenario": scenario, "test": test, "emulator": emulator, "bench": bench}
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        sys.exit(__doc__)
-    COMMANDS[sys.argv[1]](sys.argv[2:])
+    main(sys.argv[1:])

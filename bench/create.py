@@ -12,6 +12,7 @@ so no design reaches half of that rate.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 import uuid
@@ -21,17 +22,17 @@ import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import devstack
 from api.routes.subscriptions import create_through_temporal
 from bench.common import Figure, load
 from core.payloads import Interval, Plan
 from core.policy import DunningPolicy
 from core.settings import Settings
 from core.state import StartSubscription
+from devtools.stack import Ports, Stack
 from tests.conftest import free_port
 
 
-async def through_the_api(stack: devstack.Stack, token: str, count: int, concurrency: int) -> float:
+async def through_the_api(stack: Stack, token: str, count: int, concurrency: int) -> float:
     """Customers created per second, `concurrency` requests at a time (each a new user)."""
     run = uuid.uuid4().hex[:6]
     sem = asyncio.Semaphore(concurrency)
@@ -98,8 +99,8 @@ async def bare_starts(client: Client, count: int, concurrency: int) -> float:
 
 async def run(rounds: int = 3, count: int = 48, concurrency: int = 16) -> list[Figure]:
     data = Path(tempfile.mkdtemp(prefix="bench-create-"))
-    ports = devstack.Ports(*(free_port() for _ in range(5)))
-    stack = devstack.Stack(Path(devstack.sys.executable), data, ports, quiet=True)
+    ports = Ports(*(free_port() for _ in range(5)))
+    stack = Stack(Path(sys.executable), data, ports, quiet=True)
     stack.start()
     try:
         client = await Client.connect(

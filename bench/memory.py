@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
@@ -14,11 +15,11 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status
 from core.policy import DunningPolicy
 from core.state import BillingState, StartSubscription
+from devtools.stack import Ports, Stack
 from tests.conftest import free_port
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
@@ -79,8 +80,8 @@ async def settled(database: Path, count: int, timeout: float = 1200) -> None:
 
 async def run(customers: int = 10_000, queries: int = 1_000) -> list[Figure]:
     data = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    ports = devstack.Ports(*(free_port() for _ in range(5)))
-    stack = devstack.Stack(Path(devstack.sys.executable), data, ports, quiet=True)
+    ports = Ports(*(free_port() for _ in range(5)))
+    stack = Stack(Path(sys.executable), data, ports, quiet=True)
     stack.start()
     try:
         worker = next(p for name, p in stack.processes if name == "worker")

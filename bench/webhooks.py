@@ -18,6 +18,7 @@ import hmac
 import json
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -32,12 +33,12 @@ import stripe
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status, StripeEventRef
 from core.policy import DunningPolicy
 from core.settings import EMULATOR_API_KEY
 from core.state import BillingState, StartSubscription
+from devtools.stack import WEBHOOK_SECRET, Ports, Stack
 from tests.conftest import free_port, fresh_postgres_database
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
@@ -72,7 +73,7 @@ class Customer:
 
 
 async def customers_with_running_workflows(
-    stack: devstack.Stack, client: Client, count: int
+    stack: Stack, client: Client, count: int
 ) -> list[Customer]:
     """Customers and subscriptions made in the emulator, followed by running workflows."""
     sdk = stripe.StripeClient(
@@ -233,7 +234,7 @@ async def run(
 ) -> list[Figure]:
     """The acknowledgement ratio on one database (`sqlite` or a PostgreSQL URL)."""
     data = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    ports = devstack.Ports(*(free_port() for _ in range(5)))
+    ports = Ports(*(free_port() for _ in range(5)))
     with fresh_database(database) as url:
         return await _run(data, ports, url, rounds, seconds, customers, long_seconds)
 
@@ -251,16 +252,14 @@ def fresh_database(database: str) -> Iterator[str | None]:
 
 async def _run(
     data: Path,
-    ports: devstack.Ports,
+    ports: Ports,
     database_url: str | None,
     rounds: int,
     seconds: int,
     customers: int,
     long_seconds: int,
 ) -> list[Figure]:
-    stack = devstack.Stack(
-        Path(devstack.sys.executable), data, ports, quiet=True, database_url=database_url
-    )
+    stack = Stack(Path(sys.executable), data, ports, quiet=True, database_url=database_url)
     stack.start()
     try:
         client = await Client.connect(
@@ -273,7 +272,7 @@ async def _run(
         async def replay(length: int) -> tuple[float, int, float]:
             """wrk for `length` seconds: acks per second, non-2xx answers, the drain after."""
             events = data / "events.tsv"
-            signed_events(made, 40_000, devstack.WEBHOOK_SECRET, events)  # signed just now
+            signed_events(made, 40_000, WEBHOOK_SECRET, events)  # signed just now
             rate, bad = await asyncio.to_thread(wrk, stack.api_url, events, script, length)
             ended = time.monotonic()
             await drain(client, made)

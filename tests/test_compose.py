@@ -75,3 +75,6 @@ def test_the_image_holds_what_the_commands_run() -> None:
         "alembic.ini",
     ):
         assert needed in dockerfile
+    # Only the product: the development tools stay in the repository.
+    for dev_only in ("emulator", "devtools", "devstack", "scenario", "bench", "tests"):
+        assert dev_only not in dockerfile, dev_only

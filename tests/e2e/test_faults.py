@@ -41,7 +41,7 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-import devstack
+from devtools.stack import WEBHOOK_SECRET, Ports, Stack
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(420)
@@ -170,9 +170,9 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
-    ports = devstack.Ports(*(free_port() for _ in range(5)))
-    running = devstack.Stack(
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ports = Ports(*(free_port() for _ in range(5)))
+    running = Stack(
         Path(sys.executable), tmp_path_factory.mktemp("faults"), ports, demo=True, quiet=True
     )
     with pytest.MonkeyPatch.context() as env:
@@ -184,7 +184,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
 
 
 @pytest.fixture(scope="module")
-def outcome(stack: devstack.Stack) -> Outcome:
+def outcome(stack: Stack) -> Outcome:
     sys.stdout.write(f"stack data and logs: {stack.data}\n")
     with (
         httpx.Client(base_url=stack.api_url, timeout=60) as api,
@@ -194,7 +194,7 @@ def outcome(stack: devstack.Stack) -> Outcome:
 
 
 class Run:
-    def __init__(self, stack: devstack.Stack, api: httpx.Client, emulator: httpx.Client) -> None:
+    def __init__(self, stack: Stack, api: httpx.Client, emulator: httpx.Client) -> None:
         self.stack, self.api, self.emulator = stack, api, emulator
         self.rng = random.Random(SEED)
         self.out = Outcome(stack.data)
@@ -319,7 +319,7 @@ class Run:
         payload = json.dumps(event)
         stamp = int(time.time())
         mac = hmac.new(
-            devstack.WEBHOOK_SECRET.encode(), f"{stamp}.{payload}".encode(), hashlib.sha256
+            WEBHOOK_SECRET.encode(), f"{stamp}.{payload}".encode(), hashlib.sha256
         ).hexdigest()
         response = self.api.post(
             "/stripe/webhooks",

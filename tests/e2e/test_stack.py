@@ -14,15 +14,15 @@ import pytest
 import stripe
 from temporalio.client import Client
 
-import devstack
-import scenario
+from devtools import scenario
+from devtools.stack import Ports, Stack
 from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
-    ports = devstack.Ports(*(free_port() for _ in range(5)))
-    running = devstack.Stack(
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ports = Ports(*(free_port() for _ in range(5)))
+    running = Stack(
         Path(sys.executable), tmp_path_factory.mktemp("stack"), ports, demo=True, quiet=True
     )
     running.start()
@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
 
 
 @pytest.mark.timeout(420)
-async def test_the_story_end_to_end(stack: devstack.Stack) -> None:
+async def test_the_story_end_to_end(stack: Stack) -> None:
     views = await asyncio.to_thread(scenario.run, stack.api_url, stack.token, "-e2e", 200)
     assert stack.check() is None  # every process is still up
 

@@ -1,4 +1,4 @@
-"""`python -m core.mailsink`: a local SMTP server that keeps each email as a .eml file (dev)."""
+"""`python -m devtools.mailsink`: a local SMTP server that keeps each email as a .eml file (dev)."""
 
 from __future__ import annotations
 

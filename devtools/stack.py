@@ -1,6 +1,6 @@
 """The embedded stack: Temporal dev server (with UI), Stripe emulator, SMTP sink, migrations,
-worker and API, as child processes on local ports. Standard library only, so `dev.py` can run
-it from the system Python; the end-to-end test starts the same stack on free ports.
+worker and API, as child processes on local ports (`python3 dev.py up`). Standard library only;
+the end-to-end tests and the benchmarks start the same stack on free ports.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+# The repository root: every child runs from there (`python -m emulator` finds it on sys.path).
+ROOT = Path(__file__).resolve().parent.parent
 # Search attributes the workflows set (workflows/subscription.py), registered at start.
 SEARCH_ATTRIBUTES = {
     "BillingCustomerId": "Keyword",
@@ -33,10 +34,14 @@ DEMO_POLICY = {
     "DUNNING_TRIAL_REMINDER_BEFORE": "1m",
     "USAGE_REPORT_EVERY": "30s",
 }
+# In the data folder while the stack runs: its ports (`python3 dev.py scenario` reads them).
+STACK_FILE = "stack.json"
 
 
 @dataclass
 class Ports:
+    """The defaults are `python3 dev.py up`'s; devtools/options.py chooses the ones it uses."""
+
     temporal: int = 7233
     ui: int = 8233
     stripe: int = 12111
@@ -125,7 +130,7 @@ class Stack:
                 [
                     str(self.python),
                     "-m",
-                    "core.mailsink",
+                    "devtools.mailsink",
                     "--port",
                     str(p.smtp),
                     "--folder",
@@ -142,6 +147,9 @@ class Stack:
             self._spawn("worker", [str(self.python), "worker.py"])
             self._spawn("api", [str(self.python), "-m", "api"])
             _wait_http(f"{self.api_url}/readyz", 60)
+            (self.data / STACK_FILE).write_text(
+                json.dumps({"pid": os.getpid(), "ports": asdict(self.ports)}) + "\n"
+            )
         except BaseException:
             self.stop()
             raise
@@ -153,6 +161,7 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM every process (newest first), then SIGKILL what is left."""
+        (self.data / STACK_FILE).unlink(missing_ok=True)
         for _, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -250,14 +259,19 @@ def banner(stack: Stack) -> str:
             "payment_method_id": "pm_card_visa",
         }
     )
+    data = _shown(stack.data)
+    scenario = "python3 dev.py scenario" + (
+        "" if stack.data.resolve() == (ROOT / ".data").resolve() else f" --data-dir {data}"
+    )
     return f"""
 SalesFlow Billing is running{" (demo dunning policy: retries 20 s apart)" if stack.demo else ""}.
 
-  API            {stack.api_url}          docs: {stack.api_url}/docs
-  Temporal UI    http://127.0.0.1:{stack.ports.ui}
-  Stripe         {stack.stripe_url}  (local emulator, state in {stack.data / "stripe.json"})
-  Emails         {stack.data / "mail"}/  (local SMTP sink on port {stack.ports.smtp})
-  Logs           {stack.data}/*.log
+  API            {stack.api_url}  docs: {stack.api_url}/docs
+  Temporal       127.0.0.1:{stack.ports.temporal} (gRPC)  UI: http://127.0.0.1:{stack.ports.ui}
+  Stripe         {stack.stripe_url}  (local emulator, state in {data / "stripe.json"})
+  Emails         {data / "mail"}/  (local SMTP sink on 127.0.0.1:{stack.ports.smtp})
+  Data and logs  {data}/  (*.log; ports in {data / STACK_FILE})
+  Scenario       {scenario}{"" if stack.demo else "  (start with --demo for it)"}
 
 Admin token:
   {admin}
@@ -269,6 +283,14 @@ Create a subscription for alice:
 
 Press Ctrl-C to stop.
 """
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the repository root when it is inside it (shorter to read)."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
 
 
 def run_forever(stack: Stack) -> None:
