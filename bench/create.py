@@ -26,7 +26,7 @@ from api.routes.subscriptions import create_through_temporal
 from bench.common import Figure, load
 from core.payloads import Interval, Plan
 from core.settings import Settings
-from tests.conftest import free_port
+from tests.helpers import free_port
 from workflows.policy import DunningPolicy
 from workflows.state import StartSubscription
 

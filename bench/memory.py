@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status
-from tests.conftest import free_port
+from tests.helpers import free_port
 from workflows.policy import DunningPolicy
 from workflows.state import BillingState, StartSubscription
 from workflows.subscription import SubscriptionWorkflow, workflow_id

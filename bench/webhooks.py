@@ -36,7 +36,7 @@ import devstack
 from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status, StripeEventRef
 from core.settings import EMULATOR_API_KEY
-from tests.conftest import free_port, fresh_postgres_database
+from tests.helpers import free_port, fresh_postgres_database
 from workflows.policy import DunningPolicy
 from workflows.state import BillingState, StartSubscription
 from workflows.subscription import SubscriptionWorkflow, workflow_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import Api
+from tests.api.helpers import Api
 
 
 async def test_revenue_route_is_for_admins(api: Api) -> None:

@@ -9,8 +9,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from tests.api.conftest import Api, app_settings
-from tests.conftest import BIN
+from tests.api.helpers import Api, app_settings
+from tests.helpers import BIN
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -20,8 +20,10 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["type"] == "about:blank"
     assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return body
 
 

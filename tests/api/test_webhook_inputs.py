@@ -18,8 +18,7 @@ from api.stripe_events import MAX_BODY_BYTES, parse_event
 from core.db import Customer, make_engine, sessions
 from core.payloads import StripeEventRef, is_user_id
 from tests.api import stripe_payloads as sp
-from tests.api.conftest import SECRET, Api, sign
-from tests.api.test_webhooks import eventually_view, recorded
+from tests.api.helpers import SECRET, Api, recorded, sign, view_when
 
 # --- the parsed value, without a server -------------------------------------------------------
 
@@ -139,7 +138,7 @@ async def test_an_acacia_invoice_reaches_its_user_without_a_stored_mapping(api: 
     event = sp.envelope("invoice.payment_failed", inv, sp.ACACIA, "evt_acacia_1")
     response = await api.webhook(sp.body(event))
     assert response.json() == {"status": "processed", "event_type": "invoice.payment_failed"}
-    adopted = await eventually_view(api, "acacia-user", status="past_due")
+    adopted = await view_when(api, "acacia-user", status="past_due")
     assert adopted["failed_payment_attempts"] == 1
     assert adopted["stripe_subscription_id"] == "sub_acacia"
     rows = await recorded(api.settings.database_url)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import Api, event
+from tests.api.helpers import Api, event
 from workflows.subscription import workflow_id
 
 

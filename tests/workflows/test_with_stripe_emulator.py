@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -9,14 +10,14 @@ import stripe
 from temporalio.testing import WorkflowEnvironment
 
 from core.payloads import SetPaymentMethod, Status
-from tests.conftest import Inbox, wait_for
-from tests.workflows.conftest import POLICY, lifecycle, order
+from tests.helpers import Inbox, eventually
+from tests.workflows.helpers import POLICY, lifecycle, order
 from workflows.subscription import SubscriptionWorkflow
 
 
 async def test_declined_first_payment_recovers_with_a_new_card(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     smtp_sink: tuple[Inbox, int],
 ) -> None:
@@ -28,9 +29,10 @@ async def test_declined_first_payment_recovers_with_a_new_card(
         assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
         assert sub.status == "incomplete"
-        await wait_for(lambda: len(inbox.of_kind("payment_failed")) == 1)
+        await eventually(lambda: len(inbox.of_kind("payment_failed")) == 1)
         customer = await stripe_sdk.v1.customers.retrieve_async(view.stripe_customer_id or "")
         assert customer.metadata["user_id"] == view.user_id
+        assert customer.metadata is not None
 
         card = await handle.execute_update(
             SubscriptionWorkflow.set_payment_method,
@@ -43,14 +45,14 @@ async def test_declined_first_payment_recovers_with_a_new_card(
         assert sub.status == "active" and sub.default_payment_method == card.id
         invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
         assert (invoice.status, invoice.attempt_count) == ("paid", 2)
-        await wait_for(lambda: len(inbox.of_kind("receipt")) == 1)
+        await eventually(lambda: len(inbox.of_kind("receipt")) == 1)
         [receipt] = inbox.of_kind("receipt")
         assert "29.00 USD" in receipt["Subject"]
 
 
 async def test_three_declines_cancel_the_stripe_subscription(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     smtp_sink: tuple[Inbox, int],
 ) -> None:
