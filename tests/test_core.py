@@ -59,7 +59,10 @@ def test_json_logs_redact_secrets_and_card_numbers(
     logging.getLogger("stdlib").warning("secret whsec_abc123 in a stdlib record")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     text = json.dumps(lines)
-    assert "sk_test_abcdef" not in text and "4242 4242" not in text and "whsec_abc" not in text
+    assert "sk_test_abcdef" not in text
+    assert "4242 4242" not in text
+    assert "whsec_abc" not in text
     assert lines[0]["event"] == "calling stripe with [redacted]"
-    assert lines[0]["api_key"] == "[redacted]" and lines[0]["level"] == "info"
+    assert lines[0]["api_key"] == "[redacted]"
+    assert lines[0]["level"] == "info"
     assert lines[1]["event"] == "secret [redacted] in a stdlib record"

@@ -47,7 +47,8 @@ async def test_each_email_renders_and_arrives(
     assert message["To"] == "ada@example.com"
     assert message["From"] == "SalesFlow Billing <billing@salesflow.local>"
     body = message.get_content()
-    assert "Hello Ada" in body and "$" not in body + message["Subject"]  # every placeholder filled
+    assert "Hello Ada" in body
+    assert "$" not in body + message["Subject"]  # every placeholder filled
 
 
 async def test_a_retried_send_does_not_mail_twice(

@@ -21,7 +21,8 @@ async def describe_status(api: Api, user_id: str) -> tuple[str, WorkflowExecutio
 
 async def test_late_events_after_dunning_canceled_a_customer_change_nothing(api: Api) -> None:
     created = await api.subscribe("lena", payment_method_id="pm_card_chargeCustomerFail")
-    assert created.status_code == 201 and created.json()["status"] == "past_due"
+    assert created.status_code == 201
+    assert created.json()["status"] == "past_due"
     first_invoice = api.stripe.sub["latest_invoice"]
     await api.env.sleep(timedelta(days=6))  # retries after 2 and 3 more days: canceled
     ended = await view_when(api, "lena", status="canceled", failed_payment_attempts=3)
@@ -71,7 +72,8 @@ async def test_an_event_for_an_invoice_stripe_does_not_have_neither_ends_nor_for
     # Still steerable, and never a second subscription.
     assert (await api.subscribe("ivan")).status_code == 409
     canceled = await api.http.delete("/stripe/subscriptions/ivan", headers=api.auth("ivan"))
-    assert canceled.status_code == 200 and canceled.json()["cancel_at_period_end"] is True
+    assert canceled.status_code == 200
+    assert canceled.json()["cancel_at_period_end"] is True
     assert api.stripe.names().count("create_subscription") == 1
 
 

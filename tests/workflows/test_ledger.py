@@ -91,7 +91,8 @@ async def test_trial_renewal_three_failures_and_cancellation_leave_one_row_each(
         3,
         "starter",
     )
-    assert subscription.canceled_at is not None and subscription.user_id == start.user_id
+    assert subscription.canceled_at is not None
+    assert subscription.user_id == start.user_id
     assert [(c.user_id, c.stripe_customer_id) for c in customers] == [
         (start.user_id, f"cus_{start.user_id}")
     ]

@@ -26,23 +26,27 @@ async def test_declined_first_payment_recovers_with_a_new_card(
         env, order(payment_method_id="pm_card_chargeCustomerFail"), real_activities
     ) as handle:
         view = await handle.query(SubscriptionWorkflow.view)
-        assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
+        assert view.status == Status.PAST_DUE
+        assert view.failed_payment_attempts == 1
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
         assert sub.status == "incomplete"
         await eventually(lambda: len(inbox.of_kind("payment_failed")) == 1)
         customer = await stripe_sdk.v1.customers.retrieve_async(view.stripe_customer_id or "")
-        assert customer.metadata["user_id"] == view.user_id
         assert customer.metadata is not None
+        assert customer.metadata["user_id"] == view.user_id
 
         card = await handle.execute_update(
             SubscriptionWorkflow.set_payment_method,
             SetPaymentMethod(payment_method_id="pm_card_visa"),
         )
-        assert card.card is not None and card.card.last4 == "4242"
+        assert card.card is not None
+        assert card.card.last4 == "4242"
         view = await handle.query(SubscriptionWorkflow.view)
-        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        assert view.status == Status.ACTIVE
+        assert view.failed_payment_attempts == 0
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
-        assert sub.status == "active" and sub.default_payment_method == card.id
+        assert sub.status == "active"
+        assert sub.default_payment_method == card.id
         invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
         assert (invoice.status, invoice.attempt_count) == ("paid", 2)
         await eventually(lambda: len(inbox.of_kind("receipt")) == 1)
@@ -65,7 +69,8 @@ async def test_three_declines_cancel_the_stripe_subscription(
         ).stripe_subscription_id or ""
         await env.sleep(sum(POLICY.retry_delays, timedelta()) + timedelta(hours=1))
         result = await handle.result()
-        assert result.status == Status.CANCELED and result.failed_payment_attempts == 3
+        assert result.status == Status.CANCELED
+        assert result.failed_payment_attempts == 3
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(subscription_id)
         assert sub.status == "canceled"
         invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
