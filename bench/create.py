@@ -29,7 +29,7 @@ from core.policy import DunningPolicy
 from core.settings import Settings
 from core.state import StartSubscription
 from devtools.stack import Ports, Stack
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 async def through_the_api(stack: Stack, token: str, count: int, concurrency: int) -> float:

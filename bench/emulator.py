@@ -17,7 +17,7 @@ import stripe
 from bench.common import Figure, load
 from core.settings import EMULATOR_API_KEY
 from emulator.seed import seed
-from tests.conftest import ROOT, free_port, wait_for_http
+from tests.helpers import ROOT, free_port, wait_for_http
 
 
 async def new_customer(sdk: stripe.StripeClient, price: str) -> float:

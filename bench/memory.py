@@ -20,7 +20,7 @@ from core.payloads import Interval, Plan, Status
 from core.policy import DunningPolicy
 from core.state import BillingState, StartSubscription
 from devtools.stack import Ports, Stack
-from tests.conftest import free_port
+from tests.helpers import free_port
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 

@@ -39,7 +39,7 @@ from core.policy import DunningPolicy
 from core.settings import EMULATOR_API_KEY
 from core.state import BillingState, StartSubscription
 from devtools.stack import WEBHOOK_SECRET, Ports, Stack
-from tests.conftest import free_port, fresh_postgres_database
+from tests.helpers import free_port, fresh_postgres_database
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 LUA = """

@@ -16,8 +16,8 @@ from temporalio.worker import Worker
 from bench.common import BIN, Figure, load
 from core.payloads import SubscriptionState
 from core.temporal import ensure_search_attributes
-from tests.workflows.conftest import order
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
+from tests.workflows.helpers import order
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 from workflows.visibility import SEARCH_ATTRIBUTES
 

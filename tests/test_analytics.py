@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TypedDict
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -21,6 +22,15 @@ PRICES = {
 }
 
 
+class Invoiced(TypedDict):
+    """What every payment row of one invoice shares."""
+
+    invoice_id: str
+    amount_minor: int
+    currency: str
+    user_id: str
+
+
 def at(day: int, seconds: int = 0) -> datetime:
     return datetime.combine(DAY0 + timedelta(days=day), time.min, UTC) + timedelta(seconds=seconds)
 
@@ -32,7 +42,7 @@ def generated() -> tuple[list[Payment], list[SubscriptionRecord]]:
         day, invoice = rng.randrange(0, 90), f"in_{n}"
         amount = rng.choice(list(PRICES.values()))
         currency = "eur" if n % 37 == 0 else "usd"
-        common = {
+        common: Invoiced = {
             "invoice_id": invoice,
             "amount_minor": amount,
             "currency": currency,
@@ -173,5 +183,7 @@ async def test_revenue_matches_hand_computed_figures(
         assert figures == expected(payments, subs, start, end), (start, end)
         assert report.successful_payments > 0 or start.year == 2027
     # The empty range (the last one): zeros, and no division by zero.
-    assert report.total_revenue_minor == 0 and report.successful_payments == 0
-    assert report.success_rate == 0.0 and report.recovery_rate == 0.0
+    assert report.total_revenue_minor == 0
+    assert report.successful_payments == 0
+    assert report.success_rate == 0.0
+    assert report.recovery_rate == 0.0

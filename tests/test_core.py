@@ -22,7 +22,7 @@ def test_env_example_documents_every_setting_and_parses() -> None:
         if line and not line.startswith("#")
     }
     assert documented == set(Settings.model_fields)
-    settings = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    settings = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
     assert settings.stripe_meter_events == {
         "leads_generated": "leads_generated",
         "api_calls": "api_calls",
@@ -32,7 +32,7 @@ def test_env_example_documents_every_setting_and_parses() -> None:
 
 def test_webhook_secrets_split_for_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRETS", "whsec_old, whsec_new")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
     assert [s.get_secret_value() for s in settings.stripe_webhook_secrets] == [
         "whsec_old",
         "whsec_new",
@@ -40,7 +40,7 @@ def test_webhook_secrets_split_for_rotation(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_price_ids_by_plan_and_interval() -> None:
-    settings = Settings(_env_file=None, stripe_price_pro_yearly="price_123")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, stripe_price_pro_yearly="price_123")  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
     assert settings.price_id(Plan.PRO, Interval.YEARLY) == "price_123"
     assert settings.plan_for_price("price_123") == (Plan.PRO, Interval.YEARLY)
     with pytest.raises(LookupError, match="STRIPE_PRICE_STARTER_MONTHLY"):
@@ -52,16 +52,19 @@ def test_json_logs_redact_secrets_and_card_numbers(
 ) -> None:
     import structlog
 
-    configure_logging(Settings(_env_file=None, log_format="json"))  # type: ignore[call-arg]
+    configure_logging(Settings(_env_file=None, log_format="json"))  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
     structlog.get_logger("test").info(
         "calling stripe with sk_test_abcdef123456", card="4242 4242 4242 4242", api_key="x"
     )
     logging.getLogger("stdlib").warning("secret whsec_abc123 in a stdlib record")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     text = json.dumps(lines)
-    assert "sk_test_abcdef" not in text and "4242 4242" not in text and "whsec_abc" not in text
+    assert "sk_test_abcdef" not in text
+    assert "4242 4242" not in text
+    assert "whsec_abc" not in text
     assert lines[0]["event"] == "calling stripe with [redacted]"
-    assert lines[0]["api_key"] == "[redacted]" and lines[0]["level"] == "info"
+    assert lines[0]["api_key"] == "[redacted]"
+    assert lines[0]["level"] == "info"
     assert lines[1]["event"] == "secret [redacted] in a stdlib record"
 
 

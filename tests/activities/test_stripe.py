@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -37,7 +38,7 @@ from core.payloads import (
     SetDefaultPaymentMethod,
 )
 from core.settings import Settings
-from tests.emulator.test_emulator import T0, advance
+from tests.helpers import T0, advance, free_port
 
 DAY = 86_400
 
@@ -47,10 +48,19 @@ def acts(settings: Settings, stripe_sdk: stripe.StripeClient) -> StripeActivitie
     return StripeActivities(stripe_sdk, settings)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Run(Protocol):
+    """`ActivityEnvironment.run`: call an activity in an activity's context."""
+
+    def __call__(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
 @pytest.fixture
-def run() -> Any:
-    env = ActivityEnvironment()
-    return env.run
+def run() -> Run:
+    return ActivityEnvironment().run
 
 
 def key() -> str:
@@ -58,7 +68,7 @@ def key() -> str:
 
 
 async def customer_with_card(
-    acts: StripeActivities, run: Any, card: str = "pm_card_visa", **extra: Any
+    acts: StripeActivities, run: Run, card: str = "pm_card_visa", **extra: Any
 ) -> tuple[str, str]:
     user = f"user-{uuid.uuid4().hex[:8]}"
     customer = await run(
@@ -79,29 +89,34 @@ async def customer_with_card(
 
 
 async def test_ensure_customer_creates_once_then_finds_by_user_id(
-    acts: StripeActivities, run: Any
+    acts: StripeActivities, run: Run
 ) -> None:
     req = EnsureCustomer(
         user_id="user-ensure-1", email="e1@example.com", name="Ada", idempotency_key=key()
     )
     created = await run(acts.ensure_customer, req)
-    assert created.id.startswith("cus_") and created.user_id == "user-ensure-1"
+    assert created.id.startswith("cus_")
+    assert created.user_id == "user-ensure-1"
     # A later call with another key finds the same customer through metadata.user_id.
     found = await run(acts.ensure_customer, req.model_copy(update={"idempotency_key": key()}))
     assert found.id == created.id
 
 
 async def test_payment_methods_attach_default_detach(
-    acts: StripeActivities, run: Any, stripe_sdk: stripe.StripeClient
+    acts: StripeActivities, run: Run, stripe_sdk: stripe.StripeClient
 ) -> None:
     customer, pm = await customer_with_card(acts, run, "pm_card_mastercard")
     stored = await stripe_sdk.v1.customers.retrieve_async(customer)
+    assert stored.invoice_settings is not None
     assert stored.invoice_settings.default_payment_method == pm
     detached = await run(
         acts.detach_payment_method, DetachPaymentMethod(payment_method_id=pm, idempotency_key=key())
     )
-    assert detached.id == pm and detached.card is not None and detached.card.last4 == "4444"
+    assert detached.id == pm
+    assert detached.card is not None
+    assert detached.card.last4 == "4444"
     stored = await stripe_sdk.v1.customers.retrieve_async(customer)
+    assert stored.invoice_settings is not None
     assert stored.invoice_settings.default_payment_method is None
 
 
@@ -113,7 +128,7 @@ async def test_payment_methods_attach_default_detach(
     ],
 )
 async def test_declined_card_is_a_non_retryable_card_declined(
-    acts: StripeActivities, run: Any, card: str, decline: str
+    acts: StripeActivities, run: Run, card: str, decline: str
 ) -> None:
     customer = await run(
         acts.ensure_customer,
@@ -126,17 +141,19 @@ async def test_declined_card_is_a_non_retryable_card_declined(
                 customer_id=customer.id, payment_method_id=card, idempotency_key=key()
             ),
         )
-    assert err.value.type == Failure.CARD_DECLINED and err.value.non_retryable
+    assert err.value.type == Failure.CARD_DECLINED
+    assert err.value.non_retryable
     assert err.value.details[0]["code"] == "card_declined"
     assert err.value.details[0]["decline_code"] == decline
 
 
 async def test_invalid_request_is_non_retryable_with_stripes_code(
-    acts: StripeActivities, run: Any
+    acts: StripeActivities, run: Run
 ) -> None:
     with pytest.raises(ApplicationError) as err:
         await run(acts.get_subscription, "sub_doesnotexist")
-    assert err.value.type == Failure.INVALID_REQUEST and err.value.non_retryable
+    assert err.value.type == Failure.INVALID_REQUEST
+    assert err.value.non_retryable
     assert err.value.details[0]["code"] == "resource_missing"
     assert err.value.details[0]["http_status"] == 404
 
@@ -146,7 +163,7 @@ async def test_invalid_request_is_non_retryable_with_stripes_code(
 )
 async def test_rate_limits_and_5xx_are_left_to_temporal(
     acts: StripeActivities,
-    run: Any,
+    run: Run,
     emulator: httpx.AsyncClient,
     status: int,
     error: type[Exception],
@@ -159,9 +176,7 @@ async def test_rate_limits_and_5xx_are_left_to_temporal(
     assert not isinstance(err.value, ApplicationError)  # retryable by the activity's retry policy
 
 
-async def test_connection_errors_are_left_to_temporal(settings: Settings, run: Any) -> None:
-    from tests.conftest import free_port
-
+async def test_connection_errors_are_left_to_temporal(settings: Settings, run: Run) -> None:
     nowhere = settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{free_port()}"})
     async with stripe_client(nowhere) as client:
         acts = StripeActivities(client, nowhere)
@@ -170,7 +185,7 @@ async def test_connection_errors_are_left_to_temporal(settings: Settings, run: A
 
 
 async def test_subscription_with_trial(
-    acts: StripeActivities, run: Any, settings: Settings
+    acts: StripeActivities, run: Run, settings: Settings
 ) -> None:
     customer, pm = await customer_with_card(acts, run)
     sub = await run(
@@ -191,12 +206,13 @@ async def test_subscription_with_trial(
         Interval.YEARLY,
         settings.stripe_price_pro_yearly,
     )
-    assert sub.trial_end is not None and sub.current_period_end == sub.trial_end
+    assert sub.trial_end is not None
+    assert sub.current_period_end == sub.trial_end
     assert sub.default_payment_method == pm
 
 
 async def test_first_payment_failure_then_recovery_by_paying_the_invoice(
-    acts: StripeActivities, run: Any
+    acts: StripeActivities, run: Run
 ) -> None:
     customer, _ = await customer_with_card(acts, run, "pm_card_chargeCustomerFail")
     sub = await run(
@@ -206,6 +222,7 @@ async def test_first_payment_failure_then_recovery_by_paying_the_invoice(
         ),
     )
     assert sub.status == "incomplete"
+    assert sub.latest_invoice_id is not None
     invoice = await run(acts.get_invoice, sub.latest_invoice_id)
     assert (invoice.status, invoice.attempt_count, invoice.subscription_id, invoice.amount_due) == (
         "open",
@@ -236,7 +253,7 @@ async def test_first_payment_failure_then_recovery_by_paying_the_invoice(
     assert (await run(acts.get_subscription, sub.id)).status == "active"
 
 
-async def test_change_cancel_resume_and_cancel_now(acts: StripeActivities, run: Any) -> None:
+async def test_change_cancel_resume_and_cancel_now(acts: StripeActivities, run: Run) -> None:
     customer, _ = await customer_with_card(acts, run)
     sub = await run(
         acts.create_subscription,
@@ -260,19 +277,21 @@ async def test_change_cancel_resume_and_cancel_now(acts: StripeActivities, run: 
         acts.cancel_subscription,
         CancelSubscription(subscription_id=sub.id, at_period_end=True, idempotency_key=key()),
     )
-    assert scheduled.cancel_at_period_end and scheduled.status == "active"
+    assert scheduled.cancel_at_period_end
+    assert scheduled.status == "active"
     resumed = await run(
         acts.resume_subscription, ResumeSubscription(subscription_id=sub.id, idempotency_key=key())
     )
     assert not resumed.cancel_at_period_end
     cancel = CancelSubscription(subscription_id=sub.id, at_period_end=False, idempotency_key=key())
     canceled = await run(acts.cancel_subscription, cancel)
-    assert canceled.status == "canceled" and canceled.canceled_at is not None
+    assert canceled.status == "canceled"
+    assert canceled.canceled_at is not None
     # A retried cancel (DELETE carries no idempotency at Stripe) answers the same state.
     assert (await run(acts.cancel_subscription, cancel)).status == "canceled"
 
 
-async def test_interval_change_bills_now(acts: StripeActivities, run: Any) -> None:
+async def test_interval_change_bills_now(acts: StripeActivities, run: Run) -> None:
     customer, _ = await customer_with_card(acts, run)
     sub = await run(
         acts.create_subscription,
@@ -289,17 +308,19 @@ async def test_interval_change_bills_now(acts: StripeActivities, run: Any) -> No
             idempotency_key=key(),
         ),
     )
-    assert yearly.interval == Interval.YEARLY and yearly.latest_invoice_id != sub.latest_invoice_id
+    assert yearly.interval == Interval.YEARLY
+    assert yearly.latest_invoice_id is not None
+    assert yearly.latest_invoice_id != sub.latest_invoice_id
     invoice = await run(acts.get_invoice, yearly.latest_invoice_id)
-    assert invoice.status == "paid" and invoice.billing_reason == "subscription_update"
-    assert (
-        yearly.current_period_end is not None
-        and yearly.current_period_end - yearly.current_period_start >= timedelta(days=365)
-    )  # type: ignore[operator]
+    assert invoice.status == "paid"
+    assert invoice.billing_reason == "subscription_update"
+    assert yearly.current_period_end is not None
+    assert yearly.current_period_start is not None
+    assert yearly.current_period_end - yearly.current_period_start >= timedelta(days=365)
 
 
 async def test_report_usage_counts_each_identifier_once(
-    acts: StripeActivities, run: Any, stripe_sdk: stripe.StripeClient
+    acts: StripeActivities, run: Run, stripe_sdk: stripe.StripeClient
 ) -> None:
     customer, _ = await customer_with_card(acts, run)
     now = datetime.now(UTC)
@@ -328,7 +349,7 @@ async def test_report_usage_counts_each_identifier_once(
 
 
 async def test_listing_paid_invoices_and_charges_follows_every_page(
-    acts: StripeActivities, run: Any, stripe_sdk: stripe.StripeClient
+    acts: StripeActivities, run: Run, stripe_sdk: stripe.StripeClient
 ) -> None:
     clock = await stripe_sdk.v1.test_helpers.test_clocks.create_async(
         {"frozen_time": T0 - 400 * DAY * 9}
@@ -349,10 +370,13 @@ async def test_listing_paid_invoices_and_charges_follows_every_page(
     window = DateRange(start=start, end=start + timedelta(days=3_200))
     invoices = await run(acts.list_paid_invoices, window)
     mine = [i for i in invoices if i.customer_id == customer.id]
-    assert len(mine) == 106 and len({i.id for i in mine}) == 106  # more than one page of 100
-    assert all(i.status == "paid" and i.amount_paid == 2_900 for i in mine)
+    assert len(mine) == 106
+    assert len({i.id for i in mine}) == 106  # more than one page of 100
+    assert all(i.status == "paid" for i in mine)
+    assert all(i.amount_paid == 2_900 for i in mine)
     charges = [c for c in await run(acts.list_charges, window) if c.customer_id == customer.id]
-    assert len(charges) == 106 and sum(c.amount for c in charges) == 106 * 2_900
+    assert len(charges) == 106
+    assert sum(c.amount for c in charges) == 106 * 2_900
 
 
 # --- retries through a real Temporal server ---------------------------------------------------
@@ -398,7 +422,7 @@ async def run_in_worker(
 async def test_activity_retried_after_a_timeout_creates_one_subscription(
     dev_server: WorkflowEnvironment,
     acts: StripeActivities,
-    run: Any,
+    run: Run,
     emulator: httpx.AsyncClient,
     stripe_sdk: stripe.StripeClient,
 ) -> None:
@@ -426,7 +450,7 @@ async def test_activity_retried_after_a_timeout_creates_one_subscription(
 
 
 async def test_rate_limited_call_succeeds_on_temporals_retry(
-    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Any, emulator: httpx.AsyncClient
+    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Run, emulator: httpx.AsyncClient
 ) -> None:
     customer, _ = await customer_with_card(acts, run)
     sub = await run(
@@ -454,7 +478,7 @@ async def test_rate_limited_call_succeeds_on_temporals_retry(
 
 
 async def test_card_decline_is_not_retried_by_temporal(
-    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Any, emulator: httpx.AsyncClient
+    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Run, emulator: httpx.AsyncClient
 ) -> None:
     customer, _ = await customer_with_card(acts, run)
     req = CreateSubscription(
@@ -469,19 +493,21 @@ async def test_card_decline_is_not_retried_by_temporal(
             dev_server, acts, ActivityCall(name="stripe.create_subscription", arg=req)
         )
     cause = err.value.cause
-    assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
+    assert isinstance(cause, ActivityError)
+    assert isinstance(cause.cause, ApplicationError)
     assert cause.cause.type == Failure.INVALID_REQUEST
     log = (await emulator.get("/_emulator/requests")).json()
     assert len([r for r in log if r["idempotency_key"] == req.idempotency_key]) == 1
 
 
 async def test_find_subscription_reads_the_real_sdk_objects(
-    acts: StripeActivities, run: Any
+    acts: StripeActivities, run: Run
 ) -> None:
     # A customer made with user metadata, its live subscription and what Stripe was paid.
     customer, _ = await customer_with_card(acts, run)
     nothing = await run(acts.find_subscription, customer)
-    assert nothing.subscription is None and nothing.paid_invoices == []
+    assert nothing.subscription is None
+    assert nothing.paid_invoices == []
     assert nothing.customer.user_id.startswith("user-")  # read with the SDK's accessors
     sub = await run(
         acts.create_subscription,
@@ -499,8 +525,10 @@ async def test_find_subscription_reads_the_real_sdk_objects(
     cancel = CancelSubscription(subscription_id=sub.id, at_period_end=False, idempotency_key=key())
     await run(acts.cancel_subscription, cancel)
     after = await run(acts.find_subscription, customer)
-    assert after.subscription is None and after.paid_invoices == []
+    assert after.subscription is None
+    assert after.paid_invoices == []
     # A customer Stripe does not have is a typed, non-retryable failure.
     with pytest.raises(ApplicationError) as missing:
         await run(acts.find_subscription, "cus_not_in_this_account")
-    assert missing.value.type == Failure.INVALID_REQUEST and missing.value.non_retryable
+    assert missing.value.type == Failure.INVALID_REQUEST
+    assert missing.value.non_retryable

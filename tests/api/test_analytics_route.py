@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import Api
+from tests.api.helpers import Api
 
 
 async def test_revenue_route_is_for_admins(api: Api) -> None:
@@ -28,7 +28,8 @@ async def test_revenue_route_is_for_admins(api: Api) -> None:
         "recovered_payments",
         "recovery_rate",
     }
-    assert body["period_days"] == 31 and body["currency"] == "usd"
+    assert body["period_days"] == 31
+    assert body["currency"] == "usd"
     backwards = await api.http.get(
         url,
         params={"start": "2026-02-01", "end": "2026-01-31"},

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from api.auth import mint
-from tests.api.conftest import Api
+from core.payloads import EnsureCustomer
+from tests.api.helpers import Api
 
 
 def customer_email(api: Api) -> str:
-    email: str = next(arg for name, arg in api.stripe.calls if name == "ensure_customer").email
-    return email
+    return api.stripe.requests(EnsureCustomer)[0].email
 
 
 @pytest.mark.parametrize("email", ["zoe@billing.test", "zoe@shop.example", "Zoë@example.com"])

@@ -3,16 +3,15 @@ Stripe does not have, creates that outlast the wait, and never a second live sub
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
-from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 
 from api.errors import describe_raw
 from core.payloads import Interval, Plan
-from tests.api.conftest import Api, event
-from tests.api.test_webhooks import eventually_view, invoice, subscription, view
+from tests.api.helpers import Api, event, invoice, subscription, view, view_when
+from tests.helpers import eventually
+from tests.workflows.fakes import Call
 
 
 async def describe_status(api: Api, user_id: str) -> tuple[str, WorkflowExecutionStatus]:
@@ -22,10 +21,11 @@ async def describe_status(api: Api, user_id: str) -> tuple[str, WorkflowExecutio
 
 async def test_late_events_after_dunning_canceled_a_customer_change_nothing(api: Api) -> None:
     created = await api.subscribe("lena", payment_method_id="pm_card_chargeCustomerFail")
-    assert created.status_code == 201 and created.json()["status"] == "past_due"
+    assert created.status_code == 201
+    assert created.json()["status"] == "past_due"
     first_invoice = api.stripe.sub["latest_invoice"]
     await api.env.sleep(timedelta(days=6))  # retries after 2 and 3 more days: canceled
-    ended = await eventually_view(api, "lena", status="canceled", failed_payment_attempts=3)
+    ended = await view_when(api, "lena", status="canceled", failed_payment_attempts=3)
     run_id, status = await describe_status(api, "lena")
     assert status == WorkflowExecutionStatus.COMPLETED
 
@@ -66,13 +66,14 @@ async def test_an_event_for_an_invoice_stripe_does_not_have_neither_ends_nor_for
     assert (await api.subscribe("ivan", trial_days=14)).status_code == 201
     answer = await api.webhook(event("invoice.payment_failed", invoice("ivan", "in_not_here")))
     assert answer.json() == {"status": "processed", "event_type": "invoice.payment_failed"}
-    await wait_until_called(api, "get_invoice", "in_not_here")
+    await eventually(lambda: Call("get_invoice", "in_not_here") in api.stripe.calls)
     assert (await describe_status(api, "ivan"))[1] == WorkflowExecutionStatus.RUNNING
     assert (await view(api, "ivan"))["status"] == "trialing"
     # Still steerable, and never a second subscription.
     assert (await api.subscribe("ivan")).status_code == 409
     canceled = await api.http.delete("/stripe/subscriptions/ivan", headers=api.auth("ivan"))
-    assert canceled.status_code == 200 and canceled.json()["cancel_at_period_end"] is True
+    assert canceled.status_code == 200
+    assert canceled.json()["cancel_at_period_end"] is True
     assert api.stripe.names().count("create_subscription") == 1
 
 
@@ -114,17 +115,9 @@ async def test_a_live_stripe_subscription_is_adopted_on_create_never_doubled(api
     )
     answer = await api.subscribe("nina")
     assert answer.status_code == 409, answer.text
-    followed = await eventually_view(api, "nina", status="active")
+    followed = await view_when(api, "nina", status="active")
     assert (followed["stripe_subscription_id"], followed["plan"]) == (
         "sub_nina_dashboard",
         "enterprise",
     )
     assert "create_subscription" not in api.stripe.names()
-
-
-async def wait_until_called(api: Api, name: str, arg: Any) -> None:
-    for _ in range(200):
-        if (name, arg) in api.stripe.calls:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name}({arg!r}) was never called")

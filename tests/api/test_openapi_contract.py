@@ -9,20 +9,13 @@ makes is served on the test's event loop, where the worker runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import schemathesis
 from schemathesis.engine import Status, events, from_schema
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import mint
-from tests.api.conftest import Api
-
-Message = dict[str, Any]
-ASGIApp = Callable[
-    [dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+from tests.api.helpers import Api
 
 
 class OnLoop:
@@ -36,12 +29,7 @@ class OnLoop:
         self.app = app
         self.loop = loop
 
-    async def __call__(
-        self,
-        scope: dict[str, Any],
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
@@ -54,7 +42,7 @@ class OnLoop:
         for message in await asyncio.wrap_future(served):
             await send(message)
 
-    async def _serve(self, scope: dict[str, Any], request: list[Message]) -> list[Message]:
+    async def _serve(self, scope: Scope, request: list[Message]) -> list[Message]:
         sent: list[Message] = []
         done = asyncio.Event()
 

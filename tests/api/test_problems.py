@@ -9,8 +9,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from tests.api.conftest import Api, app_settings
-from tests.conftest import BIN
+from tests.api.helpers import Api, app_settings
+from tests.helpers import BIN
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -20,8 +20,10 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["type"] == "about:blank"
     assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return body
 
 
@@ -71,7 +73,8 @@ async def test_422_names_the_fields_and_never_echoes_the_input(api: Api) -> None
         ("body", "plan"),
     ]
     assert all(set(e) == {"loc", "msg"} for e in invalid["errors"])
-    assert "platinum-secret" not in response.text and "red-secret" not in response.text
+    assert "platinum-secret" not in response.text
+    assert "red-secret" not in response.text
     # Errors a route finds itself look the same.
     nothing = await api.http.patch("/stripe/subscriptions/dave", json={}, headers=api.auth("dave"))
     assert problem(nothing, 422)["errors"] == [
@@ -107,14 +110,16 @@ async def test_not_ready_is_a_problem_naming_what_failed(database_url: str) -> N
     ):
         await env.shutdown()
         ready = problem(await http.get("/readyz"), 503)
-    assert ready["database"] == "ok" and ready["temporal"].startswith("error")
+    assert ready["database"] == "ok"
+    assert ready["temporal"].startswith("error")
     assert ready["detail"] == "not ready: temporal"
 
 
 async def test_openapi_documents_every_error_as_a_problem(api: Api) -> None:
     spec = (await api.http.get("/openapi.json")).json()
     schemas = spec["components"]["schemas"]
-    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert "HTTPValidationError" not in schemas
+    assert "ValidationError" not in schemas
     assert set(schemas["Problem"]["required"]) == {"title", "status", "detail"}
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path, operations in spec["paths"].items():

@@ -12,7 +12,7 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import mint
-from tests.api.conftest import Api
+from tests.api.helpers import Api
 from workflows.subscription import workflow_id
 
 BAD = ["zoë-7", "a" * 65, "a b", "../x", ""]

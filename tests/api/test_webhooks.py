@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -18,56 +17,21 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from api.routes import webhooks
-from core.db import WebhookEvent, make_engine, sessions
-from tests.api.conftest import ROLLED, SECRET, Api, app_settings, event, sign
-from tests.conftest import BIN
-
-
-def invoice(user_id: str, invoice_id: str) -> dict[str, Any]:
-    return {
-        "id": invoice_id,
-        "object": "invoice",
-        "customer": f"cus_{user_id}",
-        "parent": {
-            "type": "subscription_details",
-            "subscription_details": {
-                "subscription": f"sub_{user_id}",
-                "metadata": {"user_id": user_id},
-            },
-        },
-    }
-
-
-def subscription(user_id: str) -> dict[str, Any]:
-    return {
-        "id": f"sub_{user_id}",
-        "object": "subscription",
-        "customer": f"cus_{user_id}",
-        "metadata": {"user_id": user_id},
-    }
-
-
-async def view(api: Api, user_id: str) -> dict[str, Any]:
-    response = await api.http.get(f"/stripe/subscriptions/{user_id}", headers=api.auth(user_id))
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def eventually_view(api: Api, user_id: str, **expected: Any) -> dict[str, Any]:
-    for _ in range(200):
-        current = await view(api, user_id)
-        if all(current[k] == v for k, v in expected.items()):
-            return current
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"view never matched {expected}: {current}")
-
-
-async def recorded(database_url: str) -> list[WebhookEvent]:
-    engine = make_engine(database_url)
-    async with sessions(engine)() as session:
-        rows = list((await session.exec(select(WebhookEvent))).all())
-    await engine.dispose()
-    return rows
+from core.db import Customer, make_engine, sessions
+from tests.api.helpers import (
+    ROLLED,
+    SECRET,
+    Api,
+    app_settings,
+    event,
+    invoice,
+    recorded,
+    sign,
+    subscription,
+    view,
+    view_when,
+)
+from tests.helpers import BIN, eventually
 
 
 async def test_a_failed_payment_webhook_reaches_the_workflow_once(api: Api) -> None:
@@ -75,14 +39,13 @@ async def test_a_failed_payment_webhook_reaches_the_workflow_once(api: Api) -> N
     failed_invoice = api.stripe.renew(paid=False)
     payload = event("invoice.payment_failed", invoice("wendy", failed_invoice), "evt_wendy_1")
     first = await api.webhook(payload)
-    assert first.status_code == 200 and first.json() == {
-        "status": "processed",
-        "event_type": "invoice.payment_failed",
-    }
-    await eventually_view(api, "wendy", status="past_due", failed_payment_attempts=1)
+    assert first.status_code == 200
+    assert first.json() == {"status": "processed", "event_type": "invoice.payment_failed"}
+    await view_when(api, "wendy", status="past_due", failed_payment_attempts=1)
     # Stripe delivers it again: recorded once, counted once.
     again = await api.webhook(payload)
-    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
     assert (await view(api, "wendy"))["failed_payment_attempts"] == 1
     rows = [r for r in await recorded(api.settings.database_url) if r.event_id == "evt_wendy_1"]
     assert [(r.type, r.user_id, r.outcome, r.object_id) for r in rows] == [
@@ -93,10 +56,8 @@ async def test_a_failed_payment_webhook_reaches_the_workflow_once(api: Api) -> N
 async def test_types_we_do_not_handle_are_200_ignored(api: Api) -> None:
     charge = {"id": "ch_1", "object": "charge", "customer": "cus_x", "metadata": {"user_id": "x"}}
     response = await api.webhook(event("charge.succeeded", charge))
-    assert response.status_code == 200 and response.json() == {
-        "status": "ignored",
-        "event_type": "charge.succeeded",
-    }
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored", "event_type": "charge.succeeded"}
     # A handled type about an object that is not ours (no user metadata) is ignored too.
     stranger = {"id": "cus_stranger", "object": "customer", "metadata": {}}
     assert (await api.webhook(event("customer.updated", stranger))).json()["status"] == "ignored"
@@ -114,7 +75,8 @@ async def test_bad_signatures_and_bodies_are_400(api: Api) -> None:
             await post("/stripe/webhooks", content=payload, headers={"Stripe-Signature": header})
         ).status_code == 400
     stale = await api.webhook(payload, timestamp=int(time.time()) - 301)
-    assert stale.status_code == 400 and "tolerance" in stale.json()["detail"]
+    assert stale.status_code == 400
+    assert "tolerance" in stale.json()["detail"]
     tampered = payload.replace(b'"user_id": "a"', b'"user_id": "b"')
     response = await post(
         "/stripe/webhooks", content=tampered, headers={"Stripe-Signature": sign(payload, SECRET)}
@@ -140,8 +102,9 @@ async def test_an_event_for_a_customer_with_no_workflow_adopts_the_live_subscrip
     # A subscription made in the Stripe dashboard: no workflow runs for this user yet.
     api.stripe.live_elsewhere("sub_zoe", "cus_zoe", api.stripe_now())
     response = await api.webhook(event("customer.subscription.created", subscription("zoe")))
-    assert response.status_code == 200 and response.json()["status"] == "processed"
-    adopted = await eventually_view(api, "zoe", status="active")
+    assert response.status_code == 200
+    assert response.json()["status"] == "processed"
+    adopted = await view_when(api, "zoe", status="active")
     assert (adopted["stripe_subscription_id"], adopted["stripe_customer_id"], adopted["plan"]) == (
         "sub_zoe",
         "cus_zoe",
@@ -159,7 +122,7 @@ async def test_a_late_event_never_resurrects_a_canceled_subscription(api: Api) -
     assert canceled.json()["status"] == "canceled"
     late = await api.webhook(event("invoice.paid", invoice("yann", old_invoice)))
     assert late.status_code == 200
-    await eventually_view(api, "yann", status="canceled")
+    await view_when(api, "yann", status="canceled")
     handle = api.env.client.get_workflow_handle("subscription-yann")
     assert (await handle.result())["status"] == "canceled"  # the new run ended quietly
     assert api.stripe.names().count("create_subscription") == 1
@@ -187,7 +150,8 @@ async def test_webhook_while_temporal_is_stopped_is_503(database_url: str) -> No
         )
         assert response.status_code == 503
         ready = await http.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["temporal"].startswith("error")
+        assert ready.status_code == 503
+        assert ready.json()["temporal"].startswith("error")
     # Recorded before the Temporal call (no transaction spans it); Stripe's retry is handed
     # over again (see the next test), so nothing is lost.
     assert [r.event_id for r in await recorded(settings.database_url)] == ["evt_down"]
@@ -212,8 +176,9 @@ async def test_a_delivery_temporal_refused_is_handed_over_on_stripes_retry(
     payload = event("invoice.payment_failed", invoice("rita", failed_invoice), "evt_rita")
     assert (await api.webhook(payload)).status_code == 503
     retried = await api.webhook(payload)  # Stripe retries the same event
-    assert retried.status_code == 200 and retried.json()["status"] == "duplicate"
-    await eventually_view(api, "rita", status="past_due", failed_payment_attempts=1)
+    assert retried.status_code == 200
+    assert retried.json()["status"] == "duplicate"
+    await view_when(api, "rita", status="past_due", failed_payment_attempts=1)
     # A third delivery is handed over too, and changes nothing: the workflow dedupes by id.
     assert (await api.webhook(payload)).json()["status"] == "duplicate"
     assert (await view(api, "rita"))["failed_payment_attempts"] == 1
@@ -221,29 +186,27 @@ async def test_a_delivery_temporal_refused_is_handed_over_on_stripes_retry(
 
 async def test_objects_without_our_metadata_are_matched_by_the_stored_customer(api: Api) -> None:
     assert (await api.subscribe("vera")).status_code == 201
-    await wait_for_customer_row(api, "vera")
+    await customer_row_written(api, "vera")
     failed_invoice = api.stripe.renew(paid=False)
     bare = {"id": failed_invoice, "object": "invoice", "customer": "cus_vera", "parent": None}
     response = await api.webhook(event("invoice.payment_failed", bare))
     assert response.json() == {"status": "processed", "event_type": "invoice.payment_failed"}
-    await eventually_view(api, "vera", status="past_due")
+    await view_when(api, "vera", status="past_due")
 
 
-async def wait_for_customer_row(api: Api, user_id: str) -> None:
-    from core.db import Customer
-
+async def customer_row_written(api: Api, user_id: str) -> None:
+    """Wait for the workflow to store the user's Stripe customer."""
     engine = make_engine(api.settings.database_url)
+
+    async def written() -> Customer | None:
+        async with sessions(engine)() as session:
+            mapping = select(Customer).where(Customer.user_id == user_id)
+            return (await session.exec(mapping)).first()
+
     try:
-        for _ in range(200):
-            async with sessions(engine)() as session:
-                if (
-                    await session.exec(select(Customer).where(Customer.user_id == user_id))
-                ).first():
-                    return
-            await asyncio.sleep(0.05)
+        await eventually(written)
     finally:
         await engine.dispose()
-    raise AssertionError("the customer mapping was never written")
 
 
 async def test_a_database_outage_is_503_so_stripe_retries(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import Api, event
+from tests.api.helpers import Api, event
 from workflows.subscription import workflow_id
 
 
@@ -18,7 +18,8 @@ async def test_a_running_workflow_and_the_views_updates_answer(api: Api) -> None
         response = await api.http.request(
             method, f"/stripe/subscriptions/rita{path}", headers=api.auth("rita")
         )
-        assert response.status_code == 200 and response.json()["workflow_status"] == "running"
+        assert response.status_code == 200
+        assert response.json()["workflow_status"] == "running"
 
 
 async def test_a_canceled_subscription_reads_as_ended(api: Api) -> None:

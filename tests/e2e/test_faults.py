@@ -153,7 +153,7 @@ class Outcome:
     data: Path
     storms: list[list[Answer]] = field(default_factory=list)
     storm_events: list[set[str]] = field(default_factory=list)
-    storm_customers: list[set[str]] = field(default_factory=list)
+    storm_customers: list[set[str | None]] = field(default_factory=list)
     at_kill: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds_to_retry_at_kill: dict[str, float] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -57,6 +57,7 @@ async def test_the_story_end_to_end(stack: Stack) -> None:
         sub = await sdk.v1.subscriptions.retrieve_async(views[name]["stripe_subscription_id"])
         assert sub.status == status, name
         customer = await sdk.v1.customers.retrieve_async(views[name]["stripe_customer_id"])
+        assert customer.metadata is not None
         assert customer.metadata["user_id"] == f"{name}-e2e"
 
     # The emails, through the SMTP sink.

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -28,6 +28,7 @@ from core.payloads import (
     Interval,
     InvoiceState,
     PayInvoice,
+    Payload,
     PaymentMethodInfo,
     Plan,
     Record,
@@ -35,6 +36,24 @@ from core.payloads import (
     SetDefaultPaymentMethod,
     SubscriptionState,
 )
+
+R = TypeVar("R", bound=Payload)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One activity call the fake Stripe answered: its name and its request (or id)."""
+
+    name: str
+    arg: Payload | str
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One email the fake mailbox sent, at the server's time of the activity."""
+
+    at: datetime
+    email: Email
 
 
 def idempotent(method: Any) -> Any:
@@ -82,7 +101,7 @@ class FakeStripe:
     "Declined" cannot be attached.
     """
 
-    calls: list[tuple[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     sub: dict[str, Any] = field(default_factory=dict)
     invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_pm: str | None = None
@@ -100,13 +119,17 @@ class FakeStripe:
         return now()
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
+        return [call.name for call in self.calls]
 
-    def _record(self, name: str, arg: Any) -> None:
+    def requests(self, kind: type[R]) -> list[R]:
+        """The requests of that type Stripe was sent, in order."""
+        return [call.arg for call in self.calls if isinstance(call.arg, kind)]
+
+    def _record(self, name: str, arg: Payload | str) -> None:
         if self.fail_next_calls:  # Stripe is down: a retryable error, as a 5xx would be
             self.fail_next_calls -= 1
             raise RuntimeError("Stripe answered 500")
-        self.calls.append((name, arg))
+        self.calls.append(Call(name, arg))
 
     # --- test controls ----------------------------------------------------------------------
 
@@ -350,17 +373,17 @@ def now_or_epoch() -> datetime:
 class FakeMailbox:
     """`notify.send_email`, deduplicated by idempotency key like the real one."""
 
-    sent: list[tuple[datetime, Email]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
 
     @activity.defn(name="notify.send_email")
     async def send_email(self, email: Email) -> bool:
-        if any(e.idempotency_key == email.idempotency_key for _, e in self.sent):
+        if any(s.email.idempotency_key == email.idempotency_key for s in self.sent):
             return False
-        self.sent.append((now(), email))
+        self.sent.append(Sent(now(), email))
         return True
 
     def kinds(self) -> list[str]:
-        return [e.kind.value for _, e in self.sent]
+        return [s.email.kind.value for s in self.sent]
 
 
 @dataclass

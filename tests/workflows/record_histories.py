@@ -12,10 +12,9 @@ from temporalio.worker import Worker
 from core.payloads import Cancel, ChangePlan, Plan, SetPaymentMethod, StripeEventRef
 from core.state import StartSubscription
 from core.temporal import ensure_search_attributes
-from tests.conftest import BIN
-from tests.workflows.conftest import POLICY, on_fakes, order, until
-from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
-from tests.workflows.test_replay import HISTORIES
+from tests.helpers import BIN, eventually
+from tests.workflows.fakes import Call, FakeMailbox, FakeStore, FakeStripe
+from tests.workflows.helpers import HISTORIES, POLICY, on_fakes, order, view_when
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 from workflows.visibility import SEARCH_ATTRIBUTES
 
@@ -42,7 +41,7 @@ async def record(env: WorkflowEnvironment) -> None:
                 object_id=invoice,
             ),
         )
-        await until(handle, lambda v: v.failed_payment_attempts == 1)
+        await view_when(handle, lambda v: v.failed_payment_attempts == 1)
         await handle.execute_update(
             SubscriptionWorkflow.set_payment_method,
             SetPaymentMethod(payment_method_id="pm_card_visa"),
@@ -88,7 +87,7 @@ async def record_adoption(env: WorkflowEnvironment) -> None:
                 )
             ],
         )
-        await until(handle, lambda v: v.status == "active")
+        await view_when(handle, lambda v: v.status == "active")
         await handle.signal(
             SubscriptionWorkflow.stripe_event,
             StripeEventRef(
@@ -98,7 +97,7 @@ async def record_adoption(env: WorkflowEnvironment) -> None:
                 object_id="in_stripe_does_not_have",
             ),
         )
-        await until(handle, lambda v: ("get_invoice", "in_stripe_does_not_have") in stripe.calls)
+        await eventually(lambda: Call("get_invoice", "in_stripe_does_not_have") in stripe.calls)
         await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=False))
         await handle.result()
         (HISTORIES / "adoption_and_missing_invoice.json").write_text(

@@ -4,7 +4,8 @@ ends, wedges or forks a customer; adoption takes over what Stripe has, ledger in
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -16,22 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.db import AsyncSession, Customer, Payment, SubscriptionRecord
-from core.payloads import Cancel, Failure, Plan, Status, StripeEventRef
+from core.payloads import Cancel, Failure, Plan, Status
 from core.settings import Settings
 from core.state import StartSubscription
-from tests.conftest import eventually
-from tests.workflows.conftest import POLICY, lifecycle, order, until
+from tests.helpers import eventually
+from tests.workflows.helpers import POLICY, lifecycle, order, ref, view_when
 from workflows.subscription import SubscriptionWorkflow, workflow_id
-
-
-def ref(type_: str, object_id: str, customer_id: str | None = None) -> StripeEventRef:
-    return StripeEventRef(
-        id=f"evt_{uuid.uuid4().hex[:12]}",
-        type=type_,
-        created=datetime.now(UTC),
-        object_id=object_id,
-        customer_id=customer_id,
-    )
 
 
 async def rows(sessions: async_sessionmaker[AsyncSession], table: Any, user_id: str) -> list[Any]:
@@ -58,7 +49,7 @@ async def a_dashboard_subscription(
 
 async def test_a_subscription_made_in_stripe_is_adopted_with_its_ledger(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     settings: Settings,
     db_sessions: async_sessionmaker[AsyncSession],
@@ -80,9 +71,11 @@ async def test_a_subscription_made_in_stripe_is_adopted_with_its_ledger(
             id=workflow_id(user),
             task_queue=queue,
             start_signal="stripe_event",
-            start_signal_args=[ref("customer.subscription.created", sub.id, customer_id)],
+            start_signal_args=[
+                ref("customer.subscription.created", sub.id, customer_id=customer_id)
+            ],
         )
-        view = await until(handle, lambda v: v.status == Status.ACTIVE)
+        view = await view_when(handle, lambda v: v.status == Status.ACTIVE)
         assert view.plan == Plan.PRO
         assert (view.stripe_subscription_id, view.stripe_customer_id) == (sub.id, customer_id)
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
@@ -111,7 +104,7 @@ async def test_a_subscription_made_in_stripe_is_adopted_with_its_ledger(
 
 async def test_an_order_for_a_customer_stripe_already_bills_follows_it_never_a_second(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     settings: Settings,
 ) -> None:
@@ -124,7 +117,7 @@ async def test_an_order_for_a_customer_stripe_already_bills_follows_it_never_a_s
         handle = await env.client.start_workflow(
             SubscriptionWorkflow.run, order(user_id=user), id=workflow_id(user), task_queue=queue
         )
-        view = await until(handle, lambda v: v.stripe_subscription_id is not None)
+        view = await view_when(handle, lambda v: v.stripe_subscription_id is not None)
         assert (view.stripe_subscription_id, view.status, view.plan) == (sub.id, "active", "pro")
         subs = await stripe_sdk.v1.subscriptions.list_async(
             {"customer": str(sub.customer), "status": "all"}
@@ -133,7 +126,9 @@ async def test_an_order_for_a_customer_stripe_already_bills_follows_it_never_a_s
 
 
 async def test_an_event_for_an_invoice_stripe_does_not_have_changes_nothing(
-    env: WorkflowEnvironment, real_activities: list[Any], stripe_sdk: stripe.StripeClient
+    env: WorkflowEnvironment,
+    real_activities: list[Callable[..., Any]],
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
     async with lifecycle(env, order(trial_days=14), real_activities) as handle:
         before = await handle.query(SubscriptionWorkflow.view)
@@ -159,7 +154,9 @@ async def test_an_event_for_an_invoice_stripe_does_not_have_changes_nothing(
 
 
 async def test_a_non_ascii_user_id_cannot_wedge_an_activity(
-    env: WorkflowEnvironment, real_activities: list[Any], stripe_sdk: stripe.StripeClient
+    env: WorkflowEnvironment,
+    real_activities: list[Callable[..., Any]],
+    stripe_sdk: stripe.StripeClient,
 ) -> None:
     # The HTTP API refuses such ids; a workflow started any other way must still work,
     # because idempotency keys (HTTP headers) are made ASCII whatever the ids.
@@ -168,11 +165,12 @@ async def test_a_non_ascii_user_id_cannot_wedge_an_activity(
         view = await handle.query(SubscriptionWorkflow.view)
         assert view.status == Status.ACTIVE
         customer = await stripe_sdk.v1.customers.retrieve_async(view.stripe_customer_id or "")
+        assert customer.metadata is not None
         assert customer.metadata["user_id"] == user
 
 
 async def test_an_order_stripe_refuses_ends_the_run_as_canceled_not_failed(
-    env: WorkflowEnvironment, real_activities: list[Any]
+    env: WorkflowEnvironment, real_activities: list[Callable[..., Any]]
 ) -> None:
     queue = f"refused-{uuid.uuid4()}"
     start = order(payment_method_id="pm_no_such_card")

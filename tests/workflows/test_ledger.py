@@ -20,10 +20,9 @@ from temporalio.worker import (
 from activities.store import StoreActivities
 from core.db import AsyncSession, Customer, Payment, SubscriptionRecord
 from core.payloads import Status
-from tests.conftest import wait_for
-from tests.workflows.conftest import POLICY, order, until
+from tests.helpers import eventually
 from tests.workflows.fakes import FakeMailbox, FakeStripe
-from tests.workflows.test_subscription import ref
+from tests.workflows.helpers import POLICY, order, ref, view_when
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 
@@ -62,21 +61,21 @@ async def test_trial_renewal_three_failures_and_cancellation_leave_one_row_each(
         await env.sleep(timedelta(days=14, hours=2))
         paid_trial = stripe.end_trial(paid=True)
         await handle.signal(SubscriptionWorkflow.stripe_event, ref("invoice.paid", paid_trial))
-        await until(handle, lambda v: v.status == Status.ACTIVE)
+        await view_when(handle, lambda v: v.status == Status.ACTIVE)
         renewal = stripe.renew(paid=True)
         await handle.signal(SubscriptionWorkflow.stripe_event, ref("invoice.paid", renewal))
-        await wait_for(lambda: mail.kinds().count("receipt") == 2)
+        await eventually(lambda: mail.kinds().count("receipt") == 2)
         failing = stripe.renew(paid=False)
         await handle.signal(
             SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", failing)
         )
-        await until(handle, lambda v: v.failed_payment_attempts == 1)
+        await view_when(handle, lambda v: v.failed_payment_attempts == 1)
         await env.sleep(sum(POLICY.retry_delays, timedelta()) + timedelta(hours=1))
         result = await handle.result()
     assert result.status == Status.CANCELED
 
     async with db_sessions() as session:
-        payments = (await session.exec(select(Payment).order_by(Payment.id))).all()  # type: ignore[arg-type]
+        payments = (await session.exec(select(Payment).order_by(Payment.id))).all()  # type: ignore[arg-type]  # SQLModel types Payment.id as int | None
         [subscription] = (await session.exec(select(SubscriptionRecord))).all()
         customers = (await session.exec(select(Customer))).all()
     assert [(p.kind, p.invoice_id, p.attempt, p.amount_minor) for p in payments] == [
@@ -92,7 +91,8 @@ async def test_trial_renewal_three_failures_and_cancellation_leave_one_row_each(
         3,
         "starter",
     )
-    assert subscription.canceled_at is not None and subscription.user_id == start.user_id
+    assert subscription.canceled_at is not None
+    assert subscription.user_id == start.user_id
     assert [(c.user_id, c.stripe_customer_id) for c in customers] == [
         (start.user_id, f"cus_{start.user_id}")
     ]

@@ -12,9 +12,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.workflows.helpers import HISTORIES
 from workflows.subscription import SubscriptionWorkflow
-
-HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 
 
 def recorded() -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -9,14 +10,14 @@ import stripe
 from temporalio.testing import WorkflowEnvironment
 
 from core.payloads import SetPaymentMethod, Status
-from tests.conftest import Inbox, wait_for
-from tests.workflows.conftest import POLICY, lifecycle, order
+from tests.helpers import Inbox, eventually
+from tests.workflows.helpers import POLICY, lifecycle, order
 from workflows.subscription import SubscriptionWorkflow
 
 
 async def test_declined_first_payment_recovers_with_a_new_card(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     smtp_sink: tuple[Inbox, int],
 ) -> None:
@@ -25,32 +26,37 @@ async def test_declined_first_payment_recovers_with_a_new_card(
         env, order(payment_method_id="pm_card_chargeCustomerFail"), real_activities
     ) as handle:
         view = await handle.query(SubscriptionWorkflow.view)
-        assert view.status == Status.PAST_DUE and view.failed_payment_attempts == 1
+        assert view.status == Status.PAST_DUE
+        assert view.failed_payment_attempts == 1
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
         assert sub.status == "incomplete"
-        await wait_for(lambda: len(inbox.of_kind("payment_failed")) == 1)
+        await eventually(lambda: len(inbox.of_kind("payment_failed")) == 1)
         customer = await stripe_sdk.v1.customers.retrieve_async(view.stripe_customer_id or "")
+        assert customer.metadata is not None
         assert customer.metadata["user_id"] == view.user_id
 
         card = await handle.execute_update(
             SubscriptionWorkflow.set_payment_method,
             SetPaymentMethod(payment_method_id="pm_card_visa"),
         )
-        assert card.card is not None and card.card.last4 == "4242"
+        assert card.card is not None
+        assert card.card.last4 == "4242"
         view = await handle.query(SubscriptionWorkflow.view)
-        assert view.status == Status.ACTIVE and view.failed_payment_attempts == 0
+        assert view.status == Status.ACTIVE
+        assert view.failed_payment_attempts == 0
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(view.stripe_subscription_id or "")
-        assert sub.status == "active" and sub.default_payment_method == card.id
+        assert sub.status == "active"
+        assert sub.default_payment_method == card.id
         invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
         assert (invoice.status, invoice.attempt_count) == ("paid", 2)
-        await wait_for(lambda: len(inbox.of_kind("receipt")) == 1)
+        await eventually(lambda: len(inbox.of_kind("receipt")) == 1)
         [receipt] = inbox.of_kind("receipt")
         assert "29.00 USD" in receipt["Subject"]
 
 
 async def test_three_declines_cancel_the_stripe_subscription(
     env: WorkflowEnvironment,
-    real_activities: list[Any],
+    real_activities: list[Callable[..., Any]],
     stripe_sdk: stripe.StripeClient,
     smtp_sink: tuple[Inbox, int],
 ) -> None:
@@ -63,7 +69,8 @@ async def test_three_declines_cancel_the_stripe_subscription(
         ).stripe_subscription_id or ""
         await env.sleep(sum(POLICY.retry_delays, timedelta()) + timedelta(hours=1))
         result = await handle.result()
-        assert result.status == Status.CANCELED and result.failed_payment_attempts == 3
+        assert result.status == Status.CANCELED
+        assert result.failed_payment_attempts == 3
         sub = await stripe_sdk.v1.subscriptions.retrieve_async(subscription_id)
         assert sub.status == "canceled"
         invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
