@@ -9,7 +9,7 @@ between payment retries, reminders, and cancellation after the policy's number o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -26,32 +26,28 @@ with workflow.unsafe.imports_passed_through():
         ChangePlan,
         ChangeSubscription,
         CreateSubscription,
-        CustomerEntry,
         DetachPaymentMethod,
-        Email,
         EmailKind,
         EnsureCustomer,
         Failure,
         FoundSubscription,
         InvoiceState,
-        LedgerEntry,
         PayInvoice,
         PaymentMethodInfo,
         Plan,
-        Record,
         RemovePaymentMethod,
         ResumeSubscription,
         SetDefaultPaymentMethod,
         SetPaymentMethod,
         Status,
         StripeEventRef,
-        SubscriptionSnapshot,
         SubscriptionState,
         SubscriptionView,
         status_of,
     )
     from core.state import BillingState, StartSubscription
     from workflows import calls
+    from workflows.outbox import Outbox, day, money
     from workflows.visibility import Visibility
 
 
@@ -92,17 +88,14 @@ class SubscriptionWorkflow:
         self.changed = False
         self.signals_this_run = 0
         self.visibility = Visibility()
-        self.snapshot: SubscriptionSnapshot | None = None
+        self.outbox = Outbox(self.state)
         self.next_action = ""
 
-    # --- the lifecycle ------------------------------------------------------------------------
+    # --- the lifecycle --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, start: StartSubscription) -> SubscriptionView:
-        senders = [
-            asyncio.create_task(self._drain(self.state.outbox, calls.send_email)),
-            asyncio.create_task(self._drain(self.state.records, calls.write_record)),
-        ]
+        senders = self.outbox.start()
         try:
             return await self._lifecycle()
         finally:
@@ -179,131 +172,34 @@ class SubscriptionWorkflow:
                 calls.business_type(err),
             )
 
+    def _continue_as_new_due(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            or self.signals_this_run >= self.start.signals_before_continue_as_new
+        )
+
     async def _quiesce(self) -> None:
         """Before ending or continuing as new: handlers finished, every email sent."""
         await workflow.wait_condition(
-            lambda: (
-                workflow.all_handlers_finished()
-                and not self.state.outbox
-                and not self.state.records
-            )
+            lambda: workflow.all_handlers_finished() and self.outbox.empty()
         )
 
-    async def _drain(self, queue: list[T], send: Callable[[T], Awaitable[None]]) -> None:
-        """Send a queue's items one by one, in order, in the background."""
-        while True:
-            await workflow.wait_condition(lambda: bool(queue))
-            # Retried without limit; only a non-retryable failure drops an item (logged).
-            await self._contained(send(queue[0]), "background write")
-            queue.pop(0)
+    def _publish(self, due: datetime | None, what: str) -> None:
+        """Show the state: the read model's row (queued when it changed) and the Temporal UI."""
+        self.outbox.subscription()
+        self.visibility.publish(self.state, self.policy.max_failures, due, what)
 
-    async def _subscribe(self) -> None:
-        """Create (or find) the Stripe customer, attach the card, create the subscription."""
+    # --- Stripe events: re-read what they point at ----------------------------------------
+
+    @workflow.signal
+    def stripe_event(self, ref: StripeEventRef) -> None:
+        """A Stripe webhook, by reference. Duplicates (by event id) change nothing."""
         s = self.state
-        customer = await calls.stripe(
-            StripeActivities.ensure_customer,
-            EnsureCustomer(
-                user_id=s.user_id,
-                email=s.email,
-                name=s.name,
-                idempotency_key=self._next_idempotency_key("customer"),
-            ),
-            "create or find the Stripe customer",
-        )
-        s.customer_id = customer.id
-        self._record_customer()
-        # A customer this run has just made has nothing to look at.
-        if workflow.patched("look-before-create") and not customer.created:
-            # One live Stripe subscription per customer, ever: one made elsewhere (the
-            # dashboard, a run that ended by mistake) is followed, never doubled.
-            found = await self._find(customer.id)
-            if found and found.subscription:
-                await self._take_over(found)
-                self.creation_error = _invalid(
-                    f"the user already has a live subscription in Stripe "
-                    f"({found.subscription.id}); it is followed from now on"
-                )
-                return
-        if self.start.payment_method_id:
-            try:
-                await self._attach(self.start.payment_method_id)
-            except calls.CALL_FAILED as err:
-                if calls.business_type(err) != Failure.CARD_DECLINED:
-                    raise
-                # A card refused at attach time: subscribe without it; the first charge fails
-                # into dunning (or the trial ends) and the customer is asked for another card.
-                workflow.logger.warning("payment method declined at attach; continuing without")
-        if s.plan is None:
-            raise ApplicationError(
-                "a plan is needed", type=Failure.INVALID_REQUEST, non_retryable=True
-            )
-        plan = s.plan
-        sub = await calls.stripe(
-            StripeActivities.create_subscription,
-            CreateSubscription(
-                customer_id=customer.id,
-                user_id=s.user_id,
-                plan=plan,
-                interval=s.interval,
-                trial_days=self.start.trial_days,
-                payment_method_id=s.default_payment_method,
-                idempotency_key=self._next_idempotency_key("subscription"),
-            ),
-            f"create the {plan.value}/{s.interval.value} subscription",
-        )
-        self._apply(sub)
-        if sub.status == "trialing":
+        if ref.id in s.recent_event_ids:
             return
-        if sub.latest_invoice:  # answered with the create: nothing to re-read
-            await self._on_invoice(sub.latest_invoice, resync=False)
-        elif sub.latest_invoice_id:
-            await self._check_invoice(sub.latest_invoice_id)
-
-    async def _adopt(self, customer_id: str | None) -> None:
-        """Take over what Stripe has for the customer (a subscription made in the dashboard),
-        or end quietly (a late event): a canceled subscription is never resurrected."""
-        found = await self._find(customer_id) if customer_id else None
-        if found is None or found.subscription is None:
-            workflow.logger.info("nothing live in Stripe for %s: nothing to adopt", customer_id)
-            self.state.status = Status.CANCELED
-            self.ended_view = self.start.previous
-            return
-        await self._take_over(found)
-
-    async def _find(self, customer_id: str) -> FoundSubscription | None:
-        """The customer's live subscription in Stripe; None for a customer Stripe does not
-        have (another account, a deleted test clock) or that belongs to another user."""
-        try:
-            found = await calls.stripe_read(
-                StripeActivities.find_subscription,
-                customer_id,
-                f"look up customer {customer_id} and its live subscription",
-            )
-        except calls.CALL_FAILED as err:
-            workflow.logger.warning("customer %s not found: %s", customer_id, err)
-            return None
-        if found.customer.user_id not in ("", self.state.user_id):
-            workflow.logger.warning(
-                "customer %s belongs to user %r, not this one", customer_id, found.customer.user_id
-            )
-            return None
-        return found
-
-    async def _take_over(self, found: FoundSubscription) -> None:
-        """Follow a live subscription made elsewhere: mapping, read model and the ledger of
-        what Stripe was already paid (no receipts: those payments are not news)."""
-        assert found.subscription is not None
-        s = self.state
-        s.customer_id = found.customer.id
-        s.email = s.email or found.customer.email or ""
-        self._record_customer()
-        self._apply(found.subscription)
-        for inv in found.paid_invoices:
-            if inv.amount_paid > 0:
-                self._record_payment(inv, "succeeded", inv.amount_paid, at=inv.created)
-            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
-        if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
-            await self._check_invoice(found.subscription.latest_invoice_id)
+        s.recent_event_ids = [*s.recent_event_ids, ref.id][-RECENT:]
+        s.pending_events.append(ref)
+        self.signals_this_run += 1
 
     def _next_event(self) -> StripeEventRef:
         ref, self.state.pending_events = fold_next(self.state.pending_events)
@@ -319,42 +215,6 @@ class SubscriptionWorkflow:
             await self._sync()
             if ref.type == "customer.subscription.trial_will_end":
                 await self._trial_reminder()
-
-    async def _on_timers(self) -> None:
-        # Each step moves its own time on before it calls out, so a failure cannot make a
-        # timer fire again at once.
-        now = workflow.now()
-        s = self.state
-        if s.next_retry_at and s.next_retry_at <= now:
-            await self._contained(self._retry_payment(), "dunning retry")
-        reminder = self._trial_reminder_due()
-        if reminder and reminder <= now:
-            await self._trial_reminder()
-        if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
-            before = s.current_period_end
-            s.next_sync_at = now + timedelta(days=1)
-            await self._contained(self._sync(), "re-sync after the period end")
-            if s.status != Status.CANCELED and s.current_period_end == before:
-                s.next_sync_at = now + timedelta(days=1)  # Stripe has not renewed yet
-
-    async def _sync(self, check_invoice: bool = True) -> None:
-        """Re-read the subscription, and its latest invoice when payment is in question."""
-        sub = await calls.stripe_read(
-            StripeActivities.get_subscription,
-            self.state.subscription_id,
-            f"re-read subscription {self.state.subscription_id}",
-        )
-        self._apply(sub)
-        in_question = (
-            sub.status in ("past_due", "incomplete") or self.state.failed_payment_attempts > 0
-        )
-        if (
-            check_invoice
-            and sub.latest_invoice_id
-            and in_question
-            and self.state.status != Status.CANCELED
-        ):
-            await self._check_invoice(sub.latest_invoice_id)
 
     async def _check_invoice(self, invoice_id: str) -> None:
         try:
@@ -381,25 +241,7 @@ class SubscriptionWorkflow:
             self._end_dunning()
             await self._sync(check_invoice=False)
 
-    async def _on_paid_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
-        s = self.state
-        recovered = s.failed_payment_attempts > 0
-        if recovered:
-            workflow.logger.info(
-                "payment recovered after %d failed attempts", s.failed_payment_attempts
-            )
-        self._end_dunning()
-        if inv.amount_paid > 0:
-            self._record_payment(inv, "succeeded", inv.amount_paid, recovered=recovered)
-        if inv.amount_paid > 0 and inv.id not in s.receipted_invoices:
-            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
-            self._email(
-                EmailKind.RECEIPT,
-                inv.id,
-                {"amount": _money(inv.amount_paid, inv.currency), "invoice_id": inv.id},
-            )
-        if resync:  # the subscription's status follows its invoice: read it again
-            await self._sync(check_invoice=False)
+    # --- payments and dunning: each step beside what triggers it --------------------------
 
     async def _on_failed_attempt(self, inv: InvoiceState) -> None:
         """A failed payment attempt, counted once however many times we hear of it."""
@@ -408,7 +250,7 @@ class SubscriptionWorkflow:
         if attempt in s.counted_attempts:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
-        self._record_payment(inv, "failed", inv.amount_due)
+        self.outbox.payment(inv, "failed", inv.amount_due)
         s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
@@ -417,16 +259,53 @@ class SubscriptionWorkflow:
             await self._give_up(inv.id, context)
             return
         s.next_retry_at = workflow.now() + self.policy.delay_after(s.failed_payment_attempts)
-        self._email(
+        self.outbox.email(
             EmailKind.PAYMENT_FAILED,
             attempt,
             {
                 **context,
                 "attempt": str(s.failed_payment_attempts),
-                "retry_at": _date(s.next_retry_at),
+                "retry_at": day(s.next_retry_at),
             },
             summary=f"dunning reminder {s.failed_payment_attempts} of {self.policy.max_failures}",
         )
+
+    def _next_timer(self) -> tuple[datetime | None, str]:
+        """The earliest thing the workflow will do by itself, and why."""
+        s = self.state
+        timers: list[tuple[datetime, str]] = []
+        if s.next_retry_at:
+            timers.append(
+                (
+                    s.next_retry_at,
+                    f"dunning retry {s.failed_payment_attempts} of {self.policy.max_failures - 1}: "
+                    f"pay invoice {s.dunning_invoice_id}",
+                )
+            )
+        if reminder := self._trial_reminder_due():
+            timers.append((reminder, f"trial reminder before the trial ends {day(s.trial_end)}"))
+        if s.next_sync_at:
+            timers.append((s.next_sync_at, "re-sync with Stripe after the period end"))
+        if not timers:
+            return None, ""
+        return min(timers, key=lambda t: t[0])
+
+    async def _on_timers(self) -> None:
+        # Each step moves its own time on before it calls out, so a failure cannot make a
+        # timer fire again at once.
+        now = workflow.now()
+        s = self.state
+        if s.next_retry_at and s.next_retry_at <= now:
+            await self._contained(self._retry_payment(), "dunning retry")
+        reminder = self._trial_reminder_due()
+        if reminder and reminder <= now:
+            await self._trial_reminder()
+        if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
+            before = s.current_period_end
+            s.next_sync_at = now + timedelta(days=1)
+            await self._contained(self._sync(), "re-sync after the period end")
+            if s.status != Status.CANCELED and s.current_period_end == before:
+                s.next_sync_at = now + timedelta(days=1)  # Stripe has not renewed yet
 
     async def _retry_payment(self) -> None:
         s = self.state
@@ -478,20 +357,35 @@ class SubscriptionWorkflow:
         s.status = Status.CANCELED
         s.canceled_at = s.canceled_at or workflow.now()
         s.next_retry_at = None
-        self._email(EmailKind.FINAL_NOTICE, invoice_id, context, summary="final notice")
+        self.outbox.email(EmailKind.FINAL_NOTICE, invoice_id, context, summary="final notice")
 
-    async def _trial_reminder(self) -> None:
+    async def _on_paid_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
         s = self.state
-        if (
-            s.status != Status.TRIALING
-            or not s.trial_end
-            or s.trial_reminder_sent_for == s.trial_end
-        ):
-            return
-        s.trial_reminder_sent_for = s.trial_end
-        self._email(
-            EmailKind.TRIAL_ENDING, s.trial_end.isoformat(), {"trial_end": _date(s.trial_end)}
-        )
+        recovered = s.failed_payment_attempts > 0
+        if recovered:
+            workflow.logger.info(
+                "payment recovered after %d failed attempts", s.failed_payment_attempts
+            )
+        self._end_dunning()
+        if inv.amount_paid > 0:
+            self.outbox.payment(inv, "succeeded", inv.amount_paid, recovered=recovered)
+        if inv.amount_paid > 0 and inv.id not in s.receipted_invoices:
+            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
+            self.outbox.email(
+                EmailKind.RECEIPT,
+                inv.id,
+                {"amount": money(inv.amount_paid, inv.currency), "invoice_id": inv.id},
+            )
+        if resync:  # the subscription's status follows its invoice: read it again
+            await self._sync(check_invoice=False)
+
+    def _end_dunning(self) -> None:
+        s = self.state
+        s.failed_payment_attempts = 0
+        s.dunning_invoice_id = None
+        s.next_retry_at = None
+
+    # --- the trial ------------------------------------------------------------------------
 
     def _trial_reminder_due(self) -> datetime | None:
         s = self.state
@@ -503,11 +397,39 @@ class SubscriptionWorkflow:
             return None
         return s.trial_end - self.policy.trial_reminder_before
 
-    def _end_dunning(self) -> None:
+    async def _trial_reminder(self) -> None:
         s = self.state
-        s.failed_payment_attempts = 0
-        s.dunning_invoice_id = None
-        s.next_retry_at = None
+        if (
+            s.status != Status.TRIALING
+            or not s.trial_end
+            or s.trial_reminder_sent_for == s.trial_end
+        ):
+            return
+        s.trial_reminder_sent_for = s.trial_end
+        self.outbox.email(
+            EmailKind.TRIAL_ENDING, s.trial_end.isoformat(), {"trial_end": day(s.trial_end)}
+        )
+
+    # --- Stripe's subscription ------------------------------------------------------------
+
+    async def _sync(self, check_invoice: bool = True) -> None:
+        """Re-read the subscription, and its latest invoice when payment is in question."""
+        sub = await calls.stripe_read(
+            StripeActivities.get_subscription,
+            self.state.subscription_id,
+            f"re-read subscription {self.state.subscription_id}",
+        )
+        self._apply(sub)
+        in_question = (
+            sub.status in ("past_due", "incomplete") or self.state.failed_payment_attempts > 0
+        )
+        if (
+            check_invoice
+            and sub.latest_invoice_id
+            and in_question
+            and self.state.status != Status.CANCELED
+        ):
+            await self._check_invoice(sub.latest_invoice_id)
 
     def _apply(self, sub: SubscriptionState) -> None:
         """Take Stripe's word for the subscription's status, plan and dates."""
@@ -535,7 +457,149 @@ class SubscriptionWorkflow:
         if s.current_period_end and s.status != Status.CANCELED:
             s.next_sync_at = s.current_period_end + self.policy.period_end_sync_after
 
-    # --- updates, the signal and the query ---------------------------------------------------
+    # --- creating or adopting the subscription --------------------------------------------
+
+    async def _subscribe(self) -> None:
+        """Create (or find) the Stripe customer, attach the card, create the subscription."""
+        s = self.state
+        customer = await calls.stripe(
+            StripeActivities.ensure_customer,
+            EnsureCustomer(
+                user_id=s.user_id,
+                email=s.email,
+                name=s.name,
+                idempotency_key=self._next_idempotency_key("customer"),
+            ),
+            "create or find the Stripe customer",
+        )
+        s.customer_id = customer.id
+        self.outbox.customer()
+        # A customer this run has just made has nothing to look at.
+        if workflow.patched("look-before-create") and not customer.created:
+            # One live Stripe subscription per customer, ever: one made elsewhere (the
+            # dashboard, a run that ended by mistake) is followed, never doubled.
+            found = await self._find(customer.id)
+            if found and found.subscription:
+                await self._take_over(found)
+                self.creation_error = _invalid(
+                    f"the user already has a live subscription in Stripe "
+                    f"({found.subscription.id}); it is followed from now on"
+                )
+                return
+        if self.start.payment_method_id:
+            try:
+                await self._attach(self.start.payment_method_id)
+            except calls.CALL_FAILED as err:
+                if calls.business_type(err) != Failure.CARD_DECLINED:
+                    raise
+                # A card refused at attach time: subscribe without it; the first charge fails
+                # into dunning (or the trial ends) and the customer is asked for another card.
+                workflow.logger.warning("payment method declined at attach; continuing without")
+        if s.plan is None:
+            raise ApplicationError(
+                "a plan is needed", type=Failure.INVALID_REQUEST, non_retryable=True
+            )
+        plan = s.plan
+        sub = await calls.stripe(
+            StripeActivities.create_subscription,
+            CreateSubscription(
+                customer_id=customer.id,
+                user_id=s.user_id,
+                plan=plan,
+                interval=s.interval,
+                trial_days=self.start.trial_days,
+                payment_method_id=s.default_payment_method,
+                idempotency_key=self._next_idempotency_key("subscription"),
+            ),
+            f"create the {plan.value}/{s.interval.value} subscription",
+        )
+        self._apply(sub)
+        if sub.status == "trialing":
+            return
+        if sub.latest_invoice:  # answered with the create: nothing to re-read
+            await self._on_invoice(sub.latest_invoice, resync=False)
+        elif sub.latest_invoice_id:
+            await self._check_invoice(sub.latest_invoice_id)
+
+    async def _attach(self, payment_method_id: str) -> PaymentMethodInfo:
+        s = self.state
+        info = await calls.stripe(
+            StripeActivities.attach_payment_method,
+            AttachPaymentMethod(
+                customer_id=s.customer_id or "",
+                payment_method_id=payment_method_id,
+                idempotency_key=self._next_idempotency_key(f"attach-{payment_method_id}"),
+            ),
+            f"attach payment method {payment_method_id}",
+        )
+        await calls.stripe(
+            StripeActivities.set_default_payment_method,
+            SetDefaultPaymentMethod(
+                customer_id=s.customer_id or "",
+                payment_method_id=info.id,
+                subscription_id=s.subscription_id,
+                idempotency_key=self._next_idempotency_key(f"default-{info.id}"),
+            ),
+            f"make {info.id} the default payment method",
+        )
+        s.default_payment_method = info.id
+        return info
+
+    async def _adopt(self, customer_id: str | None) -> None:
+        """Take over what Stripe has for the customer (a subscription made in the dashboard),
+        or end quietly (a late event): a canceled subscription is never resurrected."""
+        found = await self._find(customer_id) if customer_id else None
+        if found is None or found.subscription is None:
+            workflow.logger.info("nothing live in Stripe for %s: nothing to adopt", customer_id)
+            self.state.status = Status.CANCELED
+            self.ended_view = self.start.previous
+            return
+        await self._take_over(found)
+
+    async def _find(self, customer_id: str) -> FoundSubscription | None:
+        """The customer's live subscription in Stripe; None for a customer Stripe does not
+        have (another account, a deleted test clock) or that belongs to another user."""
+        try:
+            found = await calls.stripe_read(
+                StripeActivities.find_subscription,
+                customer_id,
+                f"look up customer {customer_id} and its live subscription",
+            )
+        except calls.CALL_FAILED as err:
+            workflow.logger.warning("customer %s not found: %s", customer_id, err)
+            return None
+        if found.customer.user_id not in ("", self.state.user_id):
+            workflow.logger.warning(
+                "customer %s belongs to user %r, not this one", customer_id, found.customer.user_id
+            )
+            return None
+        return found
+
+    async def _take_over(self, found: FoundSubscription) -> None:
+        """Follow a live subscription made elsewhere: mapping, read model and the ledger of
+        what Stripe was already paid (no receipts: those payments are not news)."""
+        assert found.subscription is not None
+        s = self.state
+        s.customer_id = found.customer.id
+        s.email = s.email or found.customer.email or ""
+        self.outbox.customer()
+        self._apply(found.subscription)
+        for inv in found.paid_invoices:
+            if inv.amount_paid > 0:
+                self.outbox.payment(inv, "succeeded", inv.amount_paid, at=inv.created)
+            s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
+        if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
+            await self._check_invoice(found.subscription.latest_invoice_id)
+
+    def _next_idempotency_key(self, step: str) -> str:
+        """An idempotency key from the workflow and the step: the same on every retry."""
+        self.state.writes += 1
+        info = workflow.info()
+        return idempotency_key(
+            info.workflow_id, info.first_execution_run_id, f"{self.state.writes}-{step}"
+        )
+
+    # --- the API: updates (each with its validator) and the query -------------------------
 
     @workflow.update
     async def subscription_ready(self) -> SubscriptionView:
@@ -620,11 +684,11 @@ class SubscriptionWorkflow:
             )
             self._apply(sub)
             when = (
-                f"Your subscription stays active until {_date(s.current_period_end)} and then ends."
+                f"Your subscription stays active until {day(s.current_period_end)} and then ends."
                 if req.at_period_end and s.current_period_end
                 else "Your subscription has ended today."
             )
-            self._email(EmailKind.CANCELED, f"{s.writes}", {"when": when})
+            self.outbox.email(EmailKind.CANCELED, f"{s.writes}", {"when": when})
             self.changed = True
         return self._view()
 
@@ -712,16 +776,6 @@ class SubscriptionWorkflow:
         if self.state.status == Status.CANCELED or not self.state.customer_id:
             raise _invalid("there is no live subscription")
 
-    @workflow.signal
-    def stripe_event(self, ref: StripeEventRef) -> None:
-        """A Stripe webhook, by reference. Duplicates (by event id) change nothing."""
-        s = self.state
-        if ref.id in s.recent_event_ids:
-            return
-        s.recent_event_ids = [*s.recent_event_ids, ref.id][-RECENT:]
-        s.pending_events.append(ref)
-        self.signals_this_run += 1
-
     @workflow.query
     def view(self) -> SubscriptionView:
         return self.ended_view or self._view()
@@ -743,151 +797,6 @@ class SubscriptionWorkflow:
             workflow_id=workflow.info().workflow_id,
         )
 
-    # --- helpers ------------------------------------------------------------------------------
-
-    async def _attach(self, payment_method_id: str) -> PaymentMethodInfo:
-        s = self.state
-        info = await calls.stripe(
-            StripeActivities.attach_payment_method,
-            AttachPaymentMethod(
-                customer_id=s.customer_id or "",
-                payment_method_id=payment_method_id,
-                idempotency_key=self._next_idempotency_key(f"attach-{payment_method_id}"),
-            ),
-            f"attach payment method {payment_method_id}",
-        )
-        await calls.stripe(
-            StripeActivities.set_default_payment_method,
-            SetDefaultPaymentMethod(
-                customer_id=s.customer_id or "",
-                payment_method_id=info.id,
-                subscription_id=s.subscription_id,
-                idempotency_key=self._next_idempotency_key(f"default-{info.id}"),
-            ),
-            f"make {info.id} the default payment method",
-        )
-        s.default_payment_method = info.id
-        return info
-
-    def _next_timer(self) -> tuple[datetime | None, str]:
-        """The earliest thing the workflow will do by itself, and why."""
-        s = self.state
-        timers: list[tuple[datetime, str]] = []
-        if s.next_retry_at:
-            timers.append(
-                (
-                    s.next_retry_at,
-                    f"dunning retry {s.failed_payment_attempts} of {self.policy.max_failures - 1}: "
-                    f"pay invoice {s.dunning_invoice_id}",
-                )
-            )
-        if reminder := self._trial_reminder_due():
-            timers.append((reminder, f"trial reminder before the trial ends {_date(s.trial_end)}"))
-        if s.next_sync_at:
-            timers.append((s.next_sync_at, "re-sync with Stripe after the period end"))
-        if not timers:
-            return None, ""
-        return min(timers, key=lambda t: t[0])
-
-    def _publish(self, due: datetime | None, what: str) -> None:
-        """Show the state: the read model's row (queued when it changed) and the Temporal UI."""
-        self._record_snapshot()
-        self.visibility.publish(self.state, self.policy.max_failures, due, what)
-
-    def _record_customer(self) -> None:
-        s = self.state
-        if s.customer_id:
-            entry = CustomerEntry(
-                user_id=s.user_id, stripe_customer_id=s.customer_id, email=s.email or None
-            )
-            s.records.append(Record(customer=entry))
-
-    def _record_payment(
-        self,
-        inv: InvoiceState,
-        kind: str,
-        amount: int,
-        recovered: bool = False,
-        at: datetime | None = None,
-    ) -> None:
-        s = self.state
-        entry = LedgerEntry(
-            invoice_id=inv.id,
-            attempt=inv.attempt_count,
-            kind=kind,
-            amount_minor=amount,
-            currency=inv.currency,
-            user_id=s.user_id,
-            stripe_customer_id=s.customer_id,
-            recovered=recovered,
-            occurred_at=at or workflow.now(),
-        )
-        s.records.append(Record(payment=entry))
-
-    def _record_snapshot(self) -> None:
-        """Queue the read model's row when what it shows has changed."""
-        s = self.state
-        if not s.subscription_id:
-            return
-        snapshot = SubscriptionSnapshot(
-            stripe_subscription_id=s.subscription_id,
-            user_id=s.user_id,
-            status=s.status.value,
-            plan=s.plan.value if s.plan else None,
-            interval=s.interval.value,
-            amount_minor=s.amount_minor,
-            currency=s.currency,
-            current_period_end=s.current_period_end,
-            cancel_at_period_end=s.cancel_at_period_end,
-            dunning_attempt=s.failed_payment_attempts,
-            started_at=s.started_at or workflow.now(),
-            canceled_at=s.canceled_at,
-        )
-        if snapshot != self.snapshot:
-            self.snapshot = snapshot
-            s.records.append(Record(subscription=snapshot))
-
-    def _continue_as_new_due(self) -> bool:
-        return (
-            workflow.info().is_continue_as_new_suggested()
-            or self.signals_this_run >= self.start.signals_before_continue_as_new
-        )
-
-    def _next_idempotency_key(self, step: str) -> str:
-        """An idempotency key from the workflow and the step: the same on every retry."""
-        self.state.writes += 1
-        info = workflow.info()
-        return idempotency_key(
-            info.workflow_id, info.first_execution_run_id, f"{self.state.writes}-{step}"
-        )
-
-    def _email(
-        self,
-        kind: EmailKind,
-        discriminator: str,
-        context: dict[str, str],
-        summary: str | None = None,
-    ) -> None:
-        """Queue an email; the mailer sends it (its key makes a retried send a no-op)."""
-        s = self.state
-        info = workflow.info()
-        s.outbox.append(
-            Email(
-                kind=kind,
-                to=s.email,
-                idempotency_key=idempotency_key(
-                    info.workflow_id, info.first_execution_run_id, kind.value, discriminator
-                ),
-                context={
-                    "name": s.name or s.email,
-                    "plan": s.plan.value if s.plan else "",
-                    "interval": s.interval.value,
-                    "summary": summary or f"email: {kind.value}",
-                    **context,
-                },
-            )
-        )
-
 
 def fold_next(pending: list[StripeEventRef]) -> tuple[StripeEventRef, list[StripeEventRef]]:
     """The next event to handle, with the later ones about the same object folded into it (one
@@ -906,12 +815,3 @@ def _about(ref: StripeEventRef) -> tuple[str, str]:
         if ref.type.startswith(kind):
             return kind, ref.object_id
     return ref.type, ref.id  # nothing to re-read: never folded
-
-
-def _money(minor: int, currency: str) -> str:
-    units, cents = divmod(minor, 100)
-    return f"{units}.{cents:02d} {currency.upper()}"
-
-
-def _date(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
