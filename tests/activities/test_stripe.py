@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar
 
 import httpx
 import pytest
 import stripe
-from pydantic import BaseModel
-from temporalio import workflow
-from temporalio.client import WorkflowFailureError
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.exceptions import ApplicationError
 
 from activities.stripe import StripeActivities, stripe_client
 from core.payloads import (
@@ -38,54 +30,8 @@ from core.payloads import (
     SetDefaultPaymentMethod,
 )
 from core.settings import Settings
+from tests.activities.helpers import DAY, Run, customer_with_card, key
 from tests.helpers import T0, advance, free_port
-
-DAY = 86_400
-
-
-@pytest.fixture
-def acts(settings: Settings, stripe_sdk: stripe.StripeClient) -> StripeActivities:
-    return StripeActivities(stripe_sdk, settings)
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Run(Protocol):
-    """`ActivityEnvironment.run`: call an activity in an activity's context."""
-
-    def __call__(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
-
-
-@pytest.fixture
-def run() -> Run:
-    return ActivityEnvironment().run
-
-
-def key() -> str:
-    return f"test-{uuid.uuid4()}"
-
-
-async def customer_with_card(
-    acts: StripeActivities, run: Run, card: str = "pm_card_visa", **extra: Any
-) -> tuple[str, str]:
-    user = f"user-{uuid.uuid4().hex[:8]}"
-    customer = await run(
-        acts.ensure_customer,
-        EnsureCustomer(user_id=user, email=f"{user}@example.com", idempotency_key=key(), **extra),
-    )
-    pm = await run(
-        acts.attach_payment_method,
-        AttachPaymentMethod(customer_id=customer.id, payment_method_id=card, idempotency_key=key()),
-    )
-    await run(
-        acts.set_default_payment_method,
-        SetDefaultPaymentMethod(
-            customer_id=customer.id, payment_method_id=pm.id, idempotency_key=key()
-        ),
-    )
-    return customer.id, pm.id
 
 
 async def test_ensure_customer_creates_once_then_finds_by_user_id(
@@ -380,124 +326,6 @@ async def test_listing_paid_invoices_and_charges_follows_every_page(
 
 
 # --- retries through a real Temporal server ---------------------------------------------------
-
-
-class ActivityCall(BaseModel):
-    name: str
-    arg: Any
-    timeout_seconds: float = 1.0
-
-
-@workflow.defn(sandboxed=False)
-class CallActivity:
-    """Runs one activity with a short timeout and quick retries, as the lifecycle would."""
-
-    @workflow.run
-    async def run(self, call: ActivityCall) -> Any:
-        return await workflow.execute_activity(
-            call.name,
-            call.arg,
-            start_to_close_timeout=timedelta(seconds=call.timeout_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(milliseconds=100), maximum_attempts=4
-            ),
-        )
-
-
-async def run_in_worker(
-    env: WorkflowEnvironment, acts: StripeActivities, call: ActivityCall
-) -> Any:
-    queue = f"stripe-test-{uuid.uuid4()}"
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[CallActivity],
-        activities=[acts.create_subscription, acts.get_subscription],
-    ):
-        return await env.client.execute_workflow(
-            CallActivity.run, call, id=f"wf-{uuid.uuid4()}", task_queue=queue
-        )
-
-
-async def test_activity_retried_after_a_timeout_creates_one_subscription(
-    dev_server: WorkflowEnvironment,
-    acts: StripeActivities,
-    run: Run,
-    emulator: httpx.AsyncClient,
-    stripe_sdk: stripe.StripeClient,
-) -> None:
-    customer, _ = await customer_with_card(acts, run)
-    # Stripe does the work but the answer arrives after the activity's timeout.
-    await emulator.post(
-        "/_emulator/faults",
-        json={"method": "POST", "path": "/v1/subscriptions", "delay_seconds": 2.5},
-    )
-    req = CreateSubscription(
-        customer_id=customer,
-        user_id="u-timeout",
-        plan=Plan.PRO,
-        idempotency_key=f"subscription-u-timeout/{uuid.uuid4()}/create",
-    )
-    result = await run_in_worker(
-        dev_server, acts, ActivityCall(name="stripe.create_subscription", arg=req)
-    )
-    assert result["status"] == "active"
-    subs = await stripe_sdk.v1.subscriptions.list_async({"customer": customer, "status": "all"})
-    assert [s.id for s in subs.data] == [result["id"]]
-    log = (await emulator.get("/_emulator/requests")).json()
-    attempts = [r for r in log if r["idempotency_key"] == req.idempotency_key]
-    assert [r["replayed"] for r in attempts] == [False, True]
-
-
-async def test_rate_limited_call_succeeds_on_temporals_retry(
-    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Run, emulator: httpx.AsyncClient
-) -> None:
-    customer, _ = await customer_with_card(acts, run)
-    sub = await run(
-        acts.create_subscription,
-        CreateSubscription(
-            customer_id=customer, user_id="u-429", plan=Plan.STARTER, idempotency_key=key()
-        ),
-    )
-    await emulator.post(
-        "/_emulator/faults",
-        json={"method": "GET", "path": f"/v1/subscriptions/{sub.id}", "status": 429, "times": 2},
-    )
-    result = await run_in_worker(
-        dev_server,
-        acts,
-        ActivityCall(name="stripe.get_subscription", arg=sub.id, timeout_seconds=5),
-    )
-    assert result["id"] == sub.id
-    log = (await emulator.get("/_emulator/requests")).json()
-    assert [r["status"] for r in log if r["path"] == f"/v1/subscriptions/{sub.id}"][-3:] == [
-        429,
-        429,
-        200,
-    ]
-
-
-async def test_card_decline_is_not_retried_by_temporal(
-    dev_server: WorkflowEnvironment, acts: StripeActivities, run: Run, emulator: httpx.AsyncClient
-) -> None:
-    customer, _ = await customer_with_card(acts, run)
-    req = CreateSubscription(
-        customer_id=customer,
-        user_id="u-no-retry",
-        plan=Plan.STARTER,
-        payment_method_id="pm_doesnotexist",
-        idempotency_key=key(),
-    )
-    with pytest.raises(WorkflowFailureError) as err:
-        await run_in_worker(
-            dev_server, acts, ActivityCall(name="stripe.create_subscription", arg=req)
-        )
-    cause = err.value.cause
-    assert isinstance(cause, ActivityError)
-    assert isinstance(cause.cause, ApplicationError)
-    assert cause.cause.type == Failure.INVALID_REQUEST
-    log = (await emulator.get("/_emulator/requests")).json()
-    assert len([r for r in log if r["idempotency_key"] == req.idempotency_key]) == 1
 
 
 async def test_find_subscription_reads_the_real_sdk_objects(
