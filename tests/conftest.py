@@ -24,15 +24,11 @@ from core.migrate import upgrade_async
 from core.settings import Settings
 from core.temporal import ensure_search_attributes
 from emulator.seed import seed
-
-# `eventually` is not used here: tests/e2e and tests/emulator still import it (with free_port,
-# wait_for_http, API_KEY, ROOT) from this module; they can take them from tests.helpers.
 from tests.helpers import (
     API_KEY,
     BIN,
     ROOT,
     Inbox,
-    eventually,  # noqa: F401
     free_port,
     fresh_postgres_database,
     wait_for_http,

@@ -29,7 +29,6 @@ import httpx
 import pytest
 
 from devtools.stack import Ports, Stack
-from tests.conftest import free_port
 from tests.e2e.disturbed import (
     COMPLETED,
     EXPECTED,
@@ -45,6 +44,7 @@ from tests.e2e.disturbed import (
     expected_state,
     view_state,
 )
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(420)
 
