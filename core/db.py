@@ -49,8 +49,7 @@ class SubscriptionRecord(SQLModel, table=True):
     currency: str = Field(default="usd", max_length=3)
     current_period_end: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     cancel_at_period_end: bool = False
-    # Failed payment attempts in the current dunning (the view's `failed_payment_attempts`).
-    failed_payment_attempts: int = 0
+    dunning_attempt: int = 0
     started_at: datetime = Field(sa_column=_when(nullable=False, index=True))
     canceled_at: datetime | None = Field(default=None, sa_column=_when(nullable=True, index=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))

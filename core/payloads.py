@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 # API.md: a user id is 1 to 64 characters of `A-Z a-z 0-9 _ . @ : -` (it names the workflow,
 # `subscription-<user id>`). Use it whole (`re.fullmatch`, or pydantic's `pattern=`).
@@ -347,11 +347,7 @@ class SubscriptionSnapshot(Payload):
     currency: str
     current_period_end: datetime | None
     cancel_at_period_end: bool
-    # Called `dunning_attempt` before: a row queued under that name in a running workflow's
-    # state is read under the new one.
-    failed_payment_attempts: int = Field(
-        validation_alias=AliasChoices("failed_payment_attempts", "dunning_attempt")
-    )
+    dunning_attempt: int
     started_at: datetime
     canceled_at: datetime | None = None
 

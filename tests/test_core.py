@@ -77,23 +77,3 @@ def test_the_dunning_count_keeps_its_old_name_across_continue_as_new() -> None:
     assert "failures" not in carried.model_dump()
     renamed = BillingState.model_validate({**old, "failed_payment_attempts": 1})
     assert renamed.failed_payment_attempts == 1
-
-
-def test_a_queued_read_model_row_keeps_its_old_field_name() -> None:
-    from core.payloads import SubscriptionSnapshot
-
-    row = {
-        "stripe_subscription_id": "sub_1",
-        "user_id": "u1",
-        "status": "past_due",
-        "plan": "pro",
-        "interval": "monthly",
-        "current_period_end": None,
-        "amount_minor": 2900,
-        "currency": "usd",
-        "cancel_at_period_end": False,
-        "started_at": "2026-11-01T00:00:00Z",
-    }
-    queued_before = SubscriptionSnapshot.model_validate({**row, "dunning_attempt": 2})
-    assert queued_before.failed_payment_attempts == 2
-    assert "dunning_attempt" not in queued_before.model_dump()

@@ -57,7 +57,7 @@ async def test_store_writes_are_idempotent(db_sessions: async_sessionmaker[Async
         currency="usd",
         current_period_end=now,
         cancel_at_period_end=False,
-        failed_payment_attempts=1,
+        dunning_attempt=1,
         started_at=now,
     )
     for _ in range(2):  # a retried activity writes everything again
@@ -71,11 +71,7 @@ async def test_store_writes_are_idempotent(db_sessions: async_sessionmaker[Async
         await run(store.record, Record(subscription=snapshot))
     await run(
         store.record,
-        Record(
-            subscription=snapshot.model_copy(
-                update={"status": "active", "failed_payment_attempts": 0}
-            )
-        ),
+        Record(subscription=snapshot.model_copy(update={"status": "active", "dunning_attempt": 0})),
     )
     await run(
         store.record,
@@ -84,7 +80,7 @@ async def test_store_writes_are_idempotent(db_sessions: async_sessionmaker[Async
     async with db_sessions() as session:
         assert (await session.exec(select(func.count()).select_from(Payment))).one() == 1
         [row] = (await session.exec(select(SubscriptionRecord))).all()
-        assert (row.status, row.failed_payment_attempts) == ("active", 0)
+        assert (row.status, row.dunning_attempt) == ("active", 0)
         [customer] = (await session.exec(select(Customer))).all()
         assert (customer.stripe_customer_id, customer.email) == ("cus_1", "new@b.co")
 

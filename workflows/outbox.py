@@ -124,7 +124,7 @@ class Outbox:
             currency=s.currency,
             current_period_end=s.current_period_end,
             cancel_at_period_end=s.cancel_at_period_end,
-            failed_payment_attempts=s.failed_payment_attempts,
+            dunning_attempt=s.failed_payment_attempts,
             started_at=s.started_at or workflow.now(),
             canceled_at=s.canceled_at,
         )

@@ -86,7 +86,7 @@ async def test_trial_renewal_three_failures_and_cancellation_leave_one_row_each(
         ("failed", failing, 3, 2_900),
     ]
     assert not any(p.recovered for p in payments)
-    assert (subscription.status, subscription.failed_payment_attempts, subscription.plan) == (
+    assert (subscription.status, subscription.dunning_attempt, subscription.plan) == (
         "canceled",
         3,
         "starter",
