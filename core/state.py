@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, computed_field
 
 from core.payloads import (
     Email,
@@ -43,7 +43,9 @@ class BillingState(BaseModel):
     started_at: datetime | None = None
     canceled_at: datetime | None = None
     # Failed payment attempts in the current dunning (the view's `failed_payment_attempts`).
-    # Called `failures` before: runs carrying the old name across continue-as-new keep it.
+    # Called `failures` before: runs carrying the old name across continue-as-new keep it, and
+    # the state is written under both names (`failures` below) so that a worker still on the
+    # old code during a rolling deploy, or after a rollback, reads the count instead of 0.
     failed_payment_attempts: int = Field(
         default=0, validation_alias=AliasChoices("failed_payment_attempts", "failures")
     )
@@ -61,6 +63,12 @@ class BillingState(BaseModel):
     # Ledger and read-model writes waiting to go to the database, in order, likewise.
     records: list[Record] = Field(default_factory=list)
     writes: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failures(self) -> int:
+        """The old name of `failed_payment_attempts`, written for workers on the old code."""
+        return self.failed_payment_attempts
 
 
 class StartSubscription(BaseModel):

@@ -74,6 +74,10 @@ def test_the_dunning_count_keeps_its_old_name_across_continue_as_new() -> None:
     old = {"user_id": "u1", "email": "u1@example.com", "plan": "pro", "interval": "monthly"}
     carried = BillingState.model_validate({**old, "failures": 2})
     assert carried.failed_payment_attempts == 2
-    assert "failures" not in carried.model_dump()
+    # Written under both names: a worker still on the old code reads `failures`.
+    written = carried.model_dump(mode="json")
+    assert written["failed_payment_attempts"] == 2
+    assert written["failures"] == 2
+    assert BillingState.model_validate(written).failed_payment_attempts == 2
     renamed = BillingState.model_validate({**old, "failed_payment_attempts": 1})
     assert renamed.failed_payment_attempts == 1
