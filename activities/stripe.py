@@ -103,6 +103,10 @@ def _business_error(kind: Failure, err: stripe.StripeError) -> ApplicationError:
     return ApplicationError(err.user_message or str(err), details, type=kind, non_retryable=True)
 
 
+# The customer's metadata key holding the idempotency key of the call that made it.
+MADE_BY = "salesflow_made_by"
+
+
 def _key(key: str) -> RequestOptions:
     return {"idempotency_key": key}
 
@@ -126,13 +130,19 @@ class StripeActivities:
             found = await self._stripe.customers.search_async(
                 {"query": f"metadata['user_id']:'{_quote(req.user_id)}'", "limit": 1}
             )
-            created = not found.data
             if found.data:
                 customer = found.data[0]
+                # Made by this very step, in an attempt whose answer was lost (a worker that
+                # crashed before recording it): still "created", so nothing made since is
+                # mistaken for a subscription from elsewhere.
+                metadata = customer.metadata
+                made_by = metadata[MADE_BY] if metadata and MADE_BY in metadata else None
+                created = made_by == req.idempotency_key
             else:
+                created = True
                 params: CustomerCreateParams = {
                     "email": req.email,
-                    "metadata": {"user_id": req.user_id},
+                    "metadata": {"user_id": req.user_id, MADE_BY: req.idempotency_key},
                 }
                 if req.name:
                     params["name"] = req.name

@@ -37,15 +37,22 @@ from tests.helpers import T0, advance, free_port
 async def test_ensure_customer_creates_once_then_finds_by_user_id(
     acts: StripeActivities, run: Run
 ) -> None:
-    req = EnsureCustomer(
-        user_id="user-ensure-1", email="e1@example.com", name="Ada", idempotency_key=key()
-    )
+    user = f"user-ensure-{uuid.uuid4().hex[:6]}"
+    req = EnsureCustomer(user_id=user, email="e1@example.com", name="Ada", idempotency_key=key())
     created = await run(acts.ensure_customer, req)
     assert created.id.startswith("cus_")
-    assert created.user_id == "user-ensure-1"
-    # A later call with another key finds the same customer through metadata.user_id.
+    assert created.user_id == user
+    assert created.created
+    # The same step again (its first answer lost with a crashed worker): found, and still
+    # "created" by it, so the workflow does not take its own new subscription for another's.
+    again = await run(acts.ensure_customer, req)
+    assert again.id == created.id
+    assert again.created
+    # Another step (another key) finds the same customer through metadata.user_id: not made
+    # by it, so the workflow looks for a live subscription before creating one.
     found = await run(acts.ensure_customer, req.model_copy(update={"idempotency_key": key()}))
     assert found.id == created.id
+    assert not found.created
 
 
 async def test_payment_methods_attach_default_detach(
