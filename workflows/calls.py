@@ -64,6 +64,18 @@ def as_business_error(err: ActivityError | ApplicationError) -> ApplicationError
     return ApplicationError(str(err), type=Failure.STRIPE_UNAVAILABLE, non_retryable=True)
 
 
+async def contained(step: Awaitable[None], what: str) -> None:
+    """Run one step driven by outside input (an event, a timer, a queued write); a business
+    failure (an object Stripe no longer has, a 4xx to a re-read, a write refused for good) is
+    logged and the customer carries on."""
+    try:
+        await step
+    except CALL_FAILED as err:
+        workflow.logger.warning(
+            "%s not applied: %s (%s)", what, business_error(err) or err, business_type(err)
+        )
+
+
 async def stripe_read(fn: Callable[[Any, Any], Awaitable[T]], arg: Any, summary: str) -> T:
     """A Stripe read (a GET, harmless to repeat)."""
     return await stripe(fn, arg, summary, patch="local-stripe-reads")

@@ -138,14 +138,7 @@ async def _drain(queue: list[T], send: Callable[[T], Awaitable[None]]) -> None:
     non-retryable failure drops one, logged."""
     while True:
         await workflow.wait_condition(lambda: bool(queue))
-        try:
-            await send(queue[0])
-        except calls.CALL_FAILED as err:
-            workflow.logger.warning(
-                "background write not applied: %s (%s)",
-                calls.business_error(err) or err,
-                calls.business_type(err),
-            )
+        await calls.contained(send(queue[0]), "background write")
         queue.pop(0)
 
 

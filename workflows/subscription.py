@@ -9,9 +9,7 @@ between payment retries, reminders, and cancellation after the policy's number o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -53,8 +51,6 @@ with workflow.unsafe.imports_passed_through():
 
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
 RECENT = 500
-
-T = TypeVar("T")
 
 
 def workflow_id(user_id: str) -> str:
@@ -145,7 +141,7 @@ class SubscriptionWorkflow:
             async with self.lock:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
                     ref = self._next_event()
-                    await self._contained(self._on_event(ref), f"{ref.type} {ref.id}")
+                    await calls.contained(self._on_event(ref), f"{ref.type} {ref.id}")
                     if self._continue_as_new_due():
                         break  # a steady stream of events never holds off continue-as-new
         if self.ended_view:
@@ -158,19 +154,6 @@ class SubscriptionWorkflow:
             await self._quiesce()
             if not self.state.records:
                 return self._view()
-
-    async def _contained(self, step: Awaitable[None], what: str) -> None:
-        """Run one step driven by outside input; a business failure from Stripe (an object it
-        no longer has, a 4xx to a re-read) is logged and the customer carries on."""
-        try:
-            await step
-        except calls.CALL_FAILED as err:
-            workflow.logger.warning(
-                "%s not applied: %s (%s)",
-                what,
-                calls.business_error(err) or err,
-                calls.business_type(err),
-            )
 
     def _continue_as_new_due(self) -> bool:
         return (
@@ -296,14 +279,14 @@ class SubscriptionWorkflow:
         now = workflow.now()
         s = self.state
         if s.next_retry_at and s.next_retry_at <= now:
-            await self._contained(self._retry_payment(), "dunning retry")
+            await calls.contained(self._retry_payment(), "dunning retry")
         reminder = self._trial_reminder_due()
         if reminder and reminder <= now:
             await self._trial_reminder()
         if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
             before = s.current_period_end
             s.next_sync_at = now + timedelta(days=1)
-            await self._contained(self._sync(), "re-sync after the period end")
+            await calls.contained(self._sync(), "re-sync after the period end")
             if s.status != Status.CANCELED and s.current_period_end == before:
                 s.next_sync_at = now + timedelta(days=1)  # Stripe has not renewed yet
 
