@@ -50,6 +50,15 @@ class SubscriptionRecord(SQLModel, table=True):
     current_period_end: datetime | None = Field(default=None, sa_column=_when(nullable=True))
     cancel_at_period_end: bool = False
     dunning_attempt: int = 0
+    # What the SalesFlow app should grant (full, grace, restricted, none), set by the policy.
+    access: str = Field(
+        default="full", max_length=20, index=True, sa_column_kwargs={"server_default": "full"}
+    )
+    # The decline code of the latest failed payment of the current dunning, if any.
+    last_decline_code: str | None = Field(default=None, max_length=60, index=True)
+    # Stripe's `cancellation_details.reason` words: payment_failed (dunning gave up) or
+    # cancellation_requested; null while live.
+    cancellation_reason: str | None = Field(default=None, max_length=40)
     started_at: datetime = Field(sa_column=_when(nullable=False, index=True))
     canceled_at: datetime | None = Field(default=None, sa_column=_when(nullable=True, index=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
@@ -72,6 +81,12 @@ class Payment(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, max_length=255)
     # A success that ended dunning (the invoice had failed before).
     recovered: bool = False
+    # A failed attempt's Stripe error code (card_declined, authentication_required, ...) and the
+    # issuer's decline code (insufficient_funds, lost_card, ...).
+    failure_code: str | None = Field(default=None, max_length=60)
+    decline_code: str | None = Field(default=None, max_length=60, index=True)
+    # Where the customer can pay or authenticate the invoice (Stripe's hosted invoice page).
+    hosted_invoice_url: str | None = Field(default=None, max_length=2048)
     occurred_at: datetime = Field(sa_column=_when(nullable=False, index=True))
 
 
