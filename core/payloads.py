@@ -124,6 +124,8 @@ class CustomerRef(Payload):
     id: str
     user_id: str
     email: str | None = None
+    # Its default payment method (`invoice_settings.default_payment_method`), when read.
+    default_payment_method: str | None = None
     # Made by this call (so it has no subscription yet), not found.
     created: bool = False
 
@@ -159,8 +161,24 @@ class SubscriptionState(Payload):
     amount_minor: int = 0
     currency: str = "usd"
     started_at: datetime | None = None
+    # Stripe's `cancellation_details.reason` once ended (payment_failed, cancellation_requested).
+    cancellation_reason: str | None = None
     # The latest invoice itself, when Stripe answered with it (a create expands it).
     latest_invoice: InvoiceState | None = None
+
+
+class PaymentError(Payload):
+    """Why a payment attempt failed, in Stripe's words (a PaymentIntent's `last_payment_error`
+    or a card error): `code` (card_declined, authentication_required, expired_card, ...), the
+    issuer's `decline_code` (insufficient_funds, lost_card, ...), Stripe's `advice_code`
+    (try_again_later, do_not_try_again, confirm_card_data) and the message."""
+
+    code: str | None = None
+    decline_code: str | None = None
+    advice_code: str | None = None
+    message: str | None = None
+    # When the workflow learnt of it (the view's `last_payment_error.at`).
+    at: datetime | None = None
 
 
 class InvoiceState(Payload):
@@ -175,6 +193,12 @@ class InvoiceState(Payload):
     billing_reason: str | None = None
     created: datetime
     next_payment_attempt: datetime | None = None
+    # Stripe's page where the customer can pay or authenticate the invoice.
+    hosted_invoice_url: str | None = None
+    # Why its latest payment attempt failed, if it did.
+    last_payment_error: PaymentError | None = None
+    # Its payment waits for the customer (3-D Secure): the PaymentIntent is `requires_action`.
+    requires_action: bool = False
 
 
 class ChargeInfo(Payload):
@@ -186,6 +210,22 @@ class ChargeInfo(Payload):
     status: str
     created: datetime
     failure_code: str | None = None
+
+
+class Refund(Payload):
+    id: str
+    amount: int
+    created: datetime
+    status: str
+
+
+class ChargeRefunds(Payload):
+    """A charge's refunds, oldest first, and the invoice the charge paid."""
+
+    charge_id: str
+    invoice_id: str | None
+    currency: str
+    refunds: list[Refund] = []
 
 
 class UsageReported(Payload):
@@ -259,6 +299,10 @@ HANDLED_EVENT_TYPES = frozenset(
         "invoice.payment_succeeded",
         "invoice.paid",
         "invoice.payment_failed",
+        "invoice.payment_action_required",
+        # No invoice id: the workflow is handed the subscription's id instead.
+        "invoice.upcoming",
+        "charge.refunded",
         "customer.created",
         "customer.updated",
     }
@@ -275,6 +319,30 @@ class StripeEventRef(Payload):
     customer_id: str | None = None
     # The subscription the object is or belongs to (an invoice's), when the event names one.
     subscription_id: str | None = None
+
+
+class Access(StrEnum):
+    """What the SalesFlow app should grant, set by the dunning policy (Kill Bill's overdue
+    states): everything, everything while a payment is late, the essentials, nothing."""
+
+    FULL = "full"
+    GRACE = "grace"
+    RESTRICTED = "restricted"
+    NONE = "none"
+
+
+class ActionReason(StrEnum):
+    # A hard decline: the card cannot be charged again; the customer must add another.
+    NEW_PAYMENT_METHOD = "new_payment_method"
+    # The bank asks the customer to authenticate the payment (3-D Secure).
+    AUTHENTICATION_REQUIRED = "authentication_required"
+
+
+class ActionRequired(Payload):
+    """What the customer must do for the payment to go through, and where."""
+
+    reason: ActionReason
+    url: str
 
 
 class ChangePlan(Payload):
@@ -310,14 +378,24 @@ class SubscriptionView(Payload):
     stripe_customer_id: str | None = None
     stripe_subscription_id: str | None = None
     workflow_id: str
+    access: Access = Access.FULL
+    last_payment_error: PaymentError | None = None
+    action_required: ActionRequired | None = None
 
 
 class EmailKind(StrEnum):
     TRIAL_ENDING = "trial_ending"
     RECEIPT = "receipt"
     PAYMENT_FAILED = "payment_failed"
+    # A hard decline: add another card (the link goes to the app's payment-method page).
+    NEW_CARD_NEEDED = "new_card_needed"
+    # The bank wants the customer to authenticate (the link goes to Stripe's invoice page).
+    AUTHENTICATION_REQUIRED = "authentication_required"
     FINAL_NOTICE = "final_notice"
     CANCELED = "canceled"
+    # Before dunning: a yearly renewal is coming; the default card expires before it.
+    RENEWAL_REMINDER = "renewal_reminder"
+    CARD_EXPIRING = "card_expiring"
 
 
 class Email(Payload):
@@ -350,6 +428,9 @@ class SubscriptionSnapshot(Payload):
     dunning_attempt: int
     started_at: datetime
     canceled_at: datetime | None = None
+    access: Access = Access.FULL
+    last_decline_code: str | None = None
+    cancellation_reason: str | None = None
 
 
 class LedgerEntry(Payload):
@@ -361,6 +442,9 @@ class LedgerEntry(Payload):
     user_id: str
     stripe_customer_id: str | None = None
     recovered: bool = False
+    failure_code: str | None = None
+    decline_code: str | None = None
+    hosted_invoice_url: str | None = None
     occurred_at: datetime
 
 

@@ -44,11 +44,20 @@ class Settings(BaseSettings):
 
     # Dunning: delays between payment retries, failures before cancelling, trial reminder lead.
     # Durations are `<number><s|m|h|d>`; a demo can run the whole policy in seconds.
+    # The default spreads three failures over two weeks; enterprise customers get three.
     dunning_retry_delays: Annotated[list[timedelta], NoDecode] = Field(
-        default_factory=lambda: [timedelta(days=3), timedelta(days=5)]
+        default_factory=lambda: [timedelta(days=7), timedelta(days=7)]
+    )
+    # Per plan, other delays: JSON, e.g. `{"enterprise": "10d,11d"}`; `{}` for none.
+    dunning_plan_retry_delays: dict[Plan, list[timedelta]] = Field(
+        default_factory=lambda: {Plan.ENTERPRISE: [timedelta(days=10), timedelta(days=11)]}
     )
     dunning_max_failures: int = Field(default=3, ge=1)
     dunning_trial_reminder_before: timedelta = timedelta(days=3)
+    dunning_renewal_reminder_before: timedelta = timedelta(days=7)
+    dunning_card_expiry_reminder_before: timedelta = timedelta(days=14)
+    # The SalesFlow app's page where a customer adds a card (linked from dunning emails).
+    app_update_payment_method_url: str = "http://localhost:3000/billing/payment-method"
 
     # Email (SMTP). The embedded default is the local sink the dev stack runs.
     smtp_host: str = "127.0.0.1"
@@ -99,7 +108,20 @@ class Settings(BaseSettings):
             return [parse_duration(part) for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("dunning_trial_reminder_before", "usage_report_every", mode="before")
+    @field_validator("dunning_plan_retry_delays", mode="before")
+    @classmethod
+    def _split_plan_delays(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {plan: cls._split_delays(delays) for plan, delays in value.items()}
+        return value
+
+    @field_validator(
+        "dunning_trial_reminder_before",
+        "dunning_renewal_reminder_before",
+        "dunning_card_expiry_reminder_before",
+        "usage_report_every",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value

@@ -12,8 +12,10 @@ from datetime import datetime
 from pydantic import AliasChoices, BaseModel, Field, computed_field
 
 from core.payloads import (
+    ActionRequired,
     Email,
     Interval,
+    PaymentError,
     Plan,
     Record,
     Status,
@@ -51,6 +53,20 @@ class BillingState(BaseModel):
     )
     dunning_invoice_id: str | None = None
     next_retry_at: datetime | None = None
+    # Why the latest payment attempt of this dunning failed, and what the customer must do
+    # (after a hard decline or a request to authenticate; the retry then waits for them).
+    last_payment_error: PaymentError | None = None
+    action_required: ActionRequired | None = None
+    # The card a hard decline was for: a new default other than it is worth a retry.
+    declined_payment_method: str | None = None
+    # When the default card stops working (the first instant after its expiry month).
+    card_expires_at: datetime | None = None
+    card_expiry_known_for: str | None = None
+    # Pre-dunning reminders sent: for the renewal at this period end; for this card and period.
+    renewal_reminder_sent_for: datetime | None = None
+    card_reminder_sent_for: str | None = None
+    # Stripe's `cancellation_details.reason` words: payment_failed or cancellation_requested.
+    cancellation_reason: str | None = None
     trial_reminder_sent_for: datetime | None = None
     next_sync_at: datetime | None = None
     counted_attempts: list[str] = Field(default_factory=list)
