@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 from email.message import EmailMessage
 from email.utils import formatdate
 from importlib import resources
@@ -36,7 +38,35 @@ def render(email: Email, sender: str) -> EmailMessage:
     message["Message-ID"] = f"<{digest}@billing.salesflow>"
     message["X-SalesFlow-Kind"] = email.kind.value
     message.set_content(body)
+    message.add_alternative(as_html(message["Subject"], body), subtype="html")
     return message
+
+
+# A line that is only a web address: the link the customer needs, shown as a button.
+_LINK = re.compile(r"^https?://\S+$")
+_LINK_TEXT = "Open the page"
+
+
+def as_html(subject: str, body: str) -> str:
+    """The HTML part: the text's paragraphs, escaped, with its one-line addresses as links."""
+    paragraphs = []
+    for paragraph in body.strip().split("\n\n"):
+        lines = []
+        for line in paragraph.splitlines():
+            text = html.escape(line.strip())
+            if _LINK.match(line.strip()):
+                text = (
+                    f'<a href="{text}" style="display:inline-block;padding:10px 16px;'
+                    f'background:#2b59c3;color:#fff;border-radius:4px;text-decoration:none">'
+                    f"{html.escape(_LINK_TEXT)}</a><br><small>{text}</small>"
+                )
+            lines.append(text)
+        paragraphs.append(f"<p>{'<br>'.join(lines)}</p>")
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(subject)}'
+        f'</title></head><body style="font-family:sans-serif;line-height:1.5">'
+        f"{''.join(paragraphs)}</body></html>"
+    )
 
 
 class NotifyActivities:

@@ -20,6 +20,7 @@ from core.payloads import (
     Card,
     ChangeSubscription,
     ChargeInfo,
+    ChargeRefunds,
     CreateSubscription,
     CustomerRef,
     DateRange,
@@ -29,7 +30,9 @@ from core.payloads import (
     FoundSubscription,
     InvoiceState,
     PayInvoice,
+    PaymentError,
     PaymentMethodInfo,
+    Refund,
     ReportUsage,
     ResumeSubscription,
     SetDefaultPaymentMethod,
@@ -152,6 +155,27 @@ class StripeActivities:
         return CustomerRef(
             id=customer.id, user_id=req.user_id, email=customer.email, created=created
         )
+
+    @activity.defn(name="stripe.get_customer")
+    async def get_customer(self, customer_id: str) -> CustomerRef:
+        """Re-read a customer: its user and its default payment method."""
+        async with _translated():
+            customer = await self._stripe.customers.retrieve_async(customer_id)
+        metadata = customer.metadata
+        settings = customer.invoice_settings
+        return CustomerRef(
+            id=customer.id,
+            user_id=metadata["user_id"] if metadata and "user_id" in metadata else "",
+            email=customer.email,
+            default_payment_method=_id(settings.default_payment_method) if settings else None,
+        )
+
+    @activity.defn(name="stripe.get_payment_method")
+    async def get_payment_method(self, payment_method_id: str) -> PaymentMethodInfo:
+        """Read a payment method (a card's brand, last 4 digits and expiry)."""
+        async with _translated():
+            pm = await self._stripe.payment_methods.retrieve_async(payment_method_id)
+        return _payment_method(pm)
 
     @activity.defn(name="stripe.attach_payment_method")
     async def attach_payment_method(self, req: AttachPaymentMethod) -> PaymentMethodInfo:
@@ -303,10 +327,43 @@ class StripeActivities:
 
     @activity.defn(name="stripe.get_invoice")
     async def get_invoice(self, invoice_id: str) -> InvoiceState:
-        """Re-read an invoice."""
+        """Re-read an invoice, with why its latest payment attempt failed (its PaymentIntent's
+        `last_payment_error`, and whether the customer must authenticate)."""
         async with _translated():
-            inv = await self._stripe.invoices.retrieve_async(invoice_id)
+            inv = await self._stripe.invoices.retrieve_async(
+                invoice_id, {"expand": [INVOICE_PAYMENT_INTENTS]}
+            )
         return _invoice(inv)
+
+    @activity.defn(name="stripe.get_charge_refunds")
+    async def get_charge_refunds(self, charge_id: str) -> ChargeRefunds:
+        """A charge's refunds, oldest first, and the invoice it paid (through its PaymentIntent's
+        invoice payment: current API versions keep no invoice on the charge)."""
+        async with _translated():
+            charge = await self._stripe.charges.retrieve_async(charge_id)
+            page = await self._stripe.refunds.list_async({"charge": charge_id, "limit": 100})
+            refunds = [
+                Refund(
+                    id=r.id,
+                    amount=r.amount,
+                    created=datetime.fromtimestamp(r.created, UTC),
+                    status=r.status or "pending",
+                )
+                async for r in page.auto_paging_iter()
+            ]
+            invoice_id = None
+            if intent := _id(charge.payment_intent):
+                found = await self._stripe.invoice_payments.list_async(
+                    {"payment": {"type": "payment_intent", "payment_intent": intent}, "limit": 1}
+                )
+                invoice_id = _id(found.data[0].invoice) if found.data else None
+        return ChargeRefunds(
+            charge_id=charge.id,
+            customer_id=_id(charge.customer),
+            invoice_id=invoice_id,
+            currency=charge.currency,
+            refunds=sorted(refunds, key=lambda r: (r.created, r.id)),
+        )
 
     @activity.defn(name="stripe.pay_invoice")
     async def pay_invoice(self, req: PayInvoice) -> InvoiceState:
@@ -388,6 +445,9 @@ class StripeActivities:
             amount_minor=(item.price.unit_amount or 0) * (item.quantity or 1),
             currency=sub.currency,
             started_at=_ts(sub.start_date),
+            cancellation_reason=sub.cancellation_details.reason
+            if sub.cancellation_details
+            else None,
             latest_invoice=_invoice(sub.latest_invoice)
             if isinstance(sub.latest_invoice, stripe.Invoice)
             else None,
@@ -407,9 +467,37 @@ def _payment_method(pm: stripe.PaymentMethod) -> PaymentMethodInfo:
     )
 
 
+# Expanded on an invoice: its payments' PaymentIntents, which say why a payment failed.
+INVOICE_PAYMENT_INTENTS = "payments.data.payment.payment_intent"
+
+
+def _last_payment(inv: stripe.Invoice) -> tuple[PaymentError | None, bool]:
+    """Why the invoice's latest payment attempt failed, and whether it waits for the customer
+    to authenticate, from its default payment's PaymentIntent (when expanded)."""
+    # Absent unless asked for: `payments` is an includable field (only the expand returns it).
+    payments = inv.payments.data if "payments" in inv and inv.payments else []
+    chosen = next((p for p in payments if p.is_default), payments[0] if payments else None)
+    intent = chosen.payment.payment_intent if chosen else None
+    if not isinstance(intent, stripe.PaymentIntent):
+        return None, False
+    err = intent.last_payment_error
+    error = (
+        PaymentError(
+            code=err.code,
+            decline_code=err.decline_code,
+            advice_code=err.advice_code,
+            message=err.message,
+        )
+        if err
+        else None
+    )
+    return error, intent.status == "requires_action"
+
+
 def _invoice(inv: stripe.Invoice) -> InvoiceState:
     parent = inv.parent
     details = parent.subscription_details if parent else None
+    error, requires_action = _last_payment(inv)
     return InvoiceState(
         id=inv.id or "",
         customer_id=_id(inv.customer),
@@ -422,6 +510,9 @@ def _invoice(inv: stripe.Invoice) -> InvoiceState:
         billing_reason=inv.billing_reason,
         created=datetime.fromtimestamp(inv.created, UTC),
         next_payment_attempt=_ts(inv.next_payment_attempt),
+        hosted_invoice_url=inv.hosted_invoice_url,
+        last_payment_error=error if inv.status == "open" else None,
+        requires_action=requires_action and inv.status == "open",
     )
 
 

@@ -223,6 +223,7 @@ class ChargeRefunds(Payload):
     """A charge's refunds, oldest first, and the invoice the charge paid."""
 
     charge_id: str
+    customer_id: str | None
     invoice_id: str | None
     currency: str
     refunds: list[Refund] = []

@@ -18,12 +18,16 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from core.idempotency import idempotency_key
     from core.payloads import (
+        Access,
+        ChargeRefunds,
         CustomerEntry,
         Email,
         EmailKind,
         InvoiceState,
         LedgerEntry,
+        PaymentError,
         Record,
+        Refund,
         SubscriptionSnapshot,
     )
     from core.state import BillingState
@@ -93,6 +97,7 @@ class Outbox:
         amount: int,
         recovered: bool = False,
         at: datetime | None = None,
+        error: PaymentError | None = None,
     ) -> None:
         """Queue a ledger row: one payment attempt of an invoice (succeeded or failed)."""
         s = self.state
@@ -105,11 +110,29 @@ class Outbox:
             user_id=s.user_id,
             stripe_customer_id=s.customer_id,
             recovered=recovered,
+            failure_code=error.code if error else None,
+            decline_code=error.decline_code if error else None,
+            hosted_invoice_url=inv.hosted_invoice_url,
             occurred_at=at or workflow.now(),
         )
         s.records.append(Record(payment=entry))
 
-    def subscription(self) -> None:
+    def refund(self, charge: ChargeRefunds, number: int, refund: Refund) -> None:
+        """Queue a ledger row for the charge's refund `number` (its invoice's, if known)."""
+        s = self.state
+        entry = LedgerEntry(
+            invoice_id=charge.invoice_id or charge.charge_id,
+            attempt=number,
+            kind="refunded",
+            amount_minor=refund.amount,
+            currency=charge.currency,
+            user_id=s.user_id,
+            stripe_customer_id=s.customer_id,
+            occurred_at=refund.created,
+        )
+        s.records.append(Record(payment=entry))
+
+    def subscription(self, access: Access) -> None:
         """Queue the read model's row, if what it shows has changed since the last one."""
         s = self.state
         if not s.subscription_id:
@@ -127,6 +150,13 @@ class Outbox:
             dunning_attempt=s.failed_payment_attempts,
             started_at=s.started_at or workflow.now(),
             canceled_at=s.canceled_at,
+            access=access,
+            last_decline_code=(
+                s.last_payment_error.decline_code or s.last_payment_error.code
+                if s.last_payment_error
+                else None
+            ),
+            cancellation_reason=s.cancellation_reason,
         )
         if row != self.shown:
             self.shown = row

@@ -9,15 +9,19 @@ between payment retries, reminders, and cancellation after the policy's number o
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.stripe import StripeActivities
+    from core.declines import DeclineKind, kind_of
     from core.idempotency import idempotency_key
     from core.payloads import (
+        Access,
+        ActionReason,
+        ActionRequired,
         AttachPaymentMethod,
         Cancel,
         CancelSubscription,
@@ -29,8 +33,10 @@ with workflow.unsafe.imports_passed_through():
         EnsureCustomer,
         Failure,
         FoundSubscription,
+        Interval,
         InvoiceState,
         PayInvoice,
+        PaymentError,
         PaymentMethodInfo,
         Plan,
         RemovePaymentMethod,
@@ -43,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionView,
         status_of,
     )
+    from core.policy import DunningPolicy
     from core.state import BillingState, StartSubscription
     from workflows import calls
     from workflows.outbox import Outbox, day, money
@@ -51,6 +58,16 @@ with workflow.unsafe.imports_passed_through():
 
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
 RECENT = 500
+# Runs started on code with this patch know declines, access levels and pre-dunning; runs
+# started before keep the old behaviour until they continue as new (their histories replay).
+DECLINE_AWARE = "decline-aware-dunning"
+
+
+# What the customer is waiting to do, for the timer's summary.
+_TO_DO = {
+    ActionReason.NEW_PAYMENT_METHOD: "add a new card",
+    ActionReason.AUTHENTICATION_REQUIRED: "authenticate the payment",
+}
 
 
 def workflow_id(user_id: str) -> str:
@@ -67,7 +84,6 @@ class SubscriptionWorkflow:
     @workflow.init
     def __init__(self, start: StartSubscription) -> None:
         self.start = start
-        self.policy = start.policy
         self.state = start.state or BillingState(
             user_id=start.user_id,
             email=start.email,
@@ -86,11 +102,18 @@ class SubscriptionWorkflow:
         self.visibility = Visibility()
         self.outbox = Outbox(self.state)
         self.next_action = ""
+        self.decline_aware = False
+
+    @property
+    def policy(self) -> DunningPolicy:
+        """The dunning policy of the customer's plan (carried in the input)."""
+        return self.start.policy.for_plan(self.state.plan)
 
     # --- the lifecycle --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, start: StartSubscription) -> SubscriptionView:
+        self.decline_aware = workflow.patched(DECLINE_AWARE)
         senders = self.outbox.start()
         try:
             return await self._lifecycle()
@@ -169,8 +192,10 @@ class SubscriptionWorkflow:
 
     def _publish(self, due: datetime | None, what: str) -> None:
         """Show the state: the read model's row (queued when it changed) and the Temporal UI."""
-        self.outbox.subscription()
-        self.visibility.publish(self.state, self.policy.max_failures, due, what)
+        self.outbox.subscription(self._access())
+        self.visibility.publish(
+            self.state, self.policy.max_failures, self._access(), due, what, self.decline_aware
+        )
 
     # --- Stripe events: re-read what they point at ----------------------------------------
 
@@ -190,7 +215,16 @@ class SubscriptionWorkflow:
 
     async def _on_event(self, ref: StripeEventRef) -> None:
         """A Stripe event: re-read what it points at instead of trusting the order of events."""
-        if ref.type.startswith("invoice."):
+        if ref.type == "invoice.upcoming":  # no invoice id: the object is the subscription
+            if self.decline_aware and ref.object_id == self.state.subscription_id:
+                await self._on_upcoming_renewal()
+        elif ref.type == "charge.refunded":
+            if self.decline_aware:
+                await self._on_refund(ref.object_id)
+        elif ref.type == "customer.updated":
+            if self.decline_aware and ref.object_id == self.state.customer_id:
+                await self._on_customer_updated()
+        elif ref.type.startswith("invoice."):
             await self._check_invoice(ref.object_id)
         elif ref.type.startswith("customer.subscription."):
             if ref.object_id != self.state.subscription_id:
@@ -233,31 +267,72 @@ class SubscriptionWorkflow:
         if attempt in s.counted_attempts:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
-        self.outbox.payment(inv, "failed", inv.amount_due)
+        error = inv.last_payment_error
+        self.outbox.payment(inv, "failed", inv.amount_due, error=error)
         s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
-        context = {"invoice_id": inv.id, "max_attempts": str(self.policy.max_failures)}
+        s.last_payment_error = (error or PaymentError()).model_copy(update={"at": workflow.now()})
         if s.failed_payment_attempts >= self.policy.max_failures:
-            await self._give_up(inv.id, context)
+            await self._give_up(inv.id)
             return
         s.next_retry_at = workflow.now() + self.policy.delay_after(s.failed_payment_attempts)
+        kind = kind_of(error, inv.requires_action) if self.decline_aware else DeclineKind.SOFT
+        if kind == DeclineKind.HARD:
+            # Never charge this card again: the customer is asked for another one at once.
+            s.declined_payment_method = s.default_payment_method
+            s.action_required = ActionRequired(
+                reason=ActionReason.NEW_PAYMENT_METHOD, url=self.policy.update_payment_method_url
+            )
+        elif kind == DeclineKind.AUTHENTICATION:
+            # Only the customer can authenticate, on Stripe's page for the invoice.
+            s.action_required = ActionRequired(
+                reason=ActionReason.AUTHENTICATION_REQUIRED,
+                url=inv.hosted_invoice_url or self.policy.update_payment_method_url,
+            )
+        else:
+            s.action_required = None
+        self._dunning_reminder(attempt)
+
+    def _dunning_reminder(self, discriminator: str) -> None:
+        """The email after failure n: what happened, what the customer can do, and where."""
+        s = self.state
+        action = s.action_required
+        kind = EmailKind.PAYMENT_FAILED
+        if action and action.reason == ActionReason.NEW_PAYMENT_METHOD:
+            kind = EmailKind.NEW_CARD_NEEDED
+        elif action and action.reason == ActionReason.AUTHENTICATION_REQUIRED:
+            kind = EmailKind.AUTHENTICATION_REQUIRED
+        error = s.last_payment_error
         self.outbox.email(
-            EmailKind.PAYMENT_FAILED,
-            attempt,
+            kind,
+            discriminator,
             {
-                **context,
+                "invoice_id": s.dunning_invoice_id or "",
                 "attempt": str(s.failed_payment_attempts),
+                "max_attempts": str(self.policy.max_failures),
                 "retry_at": day(s.next_retry_at),
+                "reason": (error.message if error else None) or "The payment was declined.",
+                "action_url": action.url if action else self.policy.update_payment_method_url,
             },
-            summary=f"dunning reminder {s.failed_payment_attempts} of {self.policy.max_failures}",
+            summary=f"dunning reminder {s.failed_payment_attempts} of {self.policy.max_failures}"
+            f"{f' ({action.reason.value})' if action else ''}",
         )
 
     def _next_timer(self) -> tuple[datetime | None, str]:
         """The earliest thing the workflow will do by itself, and why."""
         s = self.state
         timers: list[tuple[datetime, str]] = []
-        if s.next_retry_at:
+        if s.next_retry_at and s.action_required:
+            timers.append(
+                (
+                    s.next_retry_at,
+                    f"end of the customer's window to {_TO_DO[s.action_required.reason]} "
+                    f"(invoice {s.dunning_invoice_id}): counts as failed payment "
+                    f"{s.failed_payment_attempts + 1} of {self.policy.max_failures}",
+                )
+            )
+        elif s.next_retry_at:
             timers.append(
                 (
                     s.next_retry_at,
@@ -267,6 +342,16 @@ class SubscriptionWorkflow:
             )
         if reminder := self._trial_reminder_due():
             timers.append((reminder, f"trial reminder before the trial ends {day(s.trial_end)}"))
+        if reminder := self._renewal_reminder_due():
+            timers.append((reminder, f"renewal reminder before {day(s.current_period_end)}"))
+        if reminder := self._card_reminder_due():
+            timers.append(
+                (
+                    reminder,
+                    f"card expiry reminder: the card expires {day(s.card_expires_at)}, "
+                    f"before the renewal on {day(self._next_charge_at())}",
+                )
+            )
         if s.next_sync_at:
             timers.append((s.next_sync_at, "re-sync with Stripe after the period end"))
         if not timers:
@@ -279,10 +364,19 @@ class SubscriptionWorkflow:
         now = workflow.now()
         s = self.state
         if s.next_retry_at and s.next_retry_at <= now:
-            await calls.contained(self._retry_payment(), "dunning retry")
+            if s.action_required and self.decline_aware:
+                await calls.contained(self._customer_window_ends(), "end of the customer's window")
+            else:
+                await calls.contained(self._retry_payment(), "dunning retry")
         reminder = self._trial_reminder_due()
         if reminder and reminder <= now:
             await self._trial_reminder()
+        reminder = self._renewal_reminder_due()
+        if reminder and reminder <= now:
+            self._renewal_reminder()
+        reminder = self._card_reminder_due()
+        if reminder and reminder <= now:
+            self._card_reminder()
         if s.next_sync_at and s.next_sync_at <= now and s.status != Status.CANCELED:
             before = s.current_period_end
             s.next_sync_at = now + timedelta(days=1)
@@ -324,7 +418,40 @@ class SubscriptionWorkflow:
             return
         await self._on_invoice(inv)
 
-    async def _give_up(self, invoice_id: str, context: dict[str, str]) -> None:
+    async def _customer_window_ends(self) -> None:
+        """The customer was asked to act (a new card, or to authenticate) and the window is
+        over: paid meanwhile, or a new default card to try, or it counts as a failure."""
+        s = self.state
+        invoice_id, counted = s.dunning_invoice_id, s.failed_payment_attempts
+        s.next_retry_at = None
+        if not invoice_id:
+            return
+        await self._check_invoice(invoice_id)  # paid on Stripe's page with the webhook lost?
+        if (
+            s.status == Status.CANCELED
+            or s.dunning_invoice_id != invoice_id
+            or s.failed_payment_attempts != counted
+        ):
+            return
+        if s.action_required and s.action_required.reason == ActionReason.NEW_PAYMENT_METHOD:
+            customer = await calls.stripe_read(
+                StripeActivities.get_customer, s.customer_id, f"re-read customer {s.customer_id}"
+            )
+            card = customer.default_payment_method
+            if card and card != s.declined_payment_method:
+                if card != s.default_payment_method:
+                    await self._make_default(card)
+                    await self._learn_card(card)
+                await self._retry_payment()
+                return
+        s.failed_payment_attempts += 1
+        if s.failed_payment_attempts >= self.policy.max_failures:
+            await self._give_up(invoice_id)
+            return
+        s.next_retry_at = workflow.now() + self.policy.delay_after(s.failed_payment_attempts)
+        self._dunning_reminder(f"{invoice_id}#waited-{s.failed_payment_attempts}")
+
+    async def _give_up(self, invoice_id: str) -> None:
         s = self.state
         if s.subscription_id:
             sub = await calls.stripe(
@@ -339,8 +466,15 @@ class SubscriptionWorkflow:
             self._apply(sub)
         s.status = Status.CANCELED
         s.canceled_at = s.canceled_at or workflow.now()
+        s.cancellation_reason = "payment_failed"
         s.next_retry_at = None
-        self.outbox.email(EmailKind.FINAL_NOTICE, invoice_id, context, summary="final notice")
+        s.action_required = None
+        self.outbox.email(
+            EmailKind.FINAL_NOTICE,
+            invoice_id,
+            {"invoice_id": invoice_id, "max_attempts": str(self.policy.max_failures)},
+            summary="final notice",
+        )
 
     async def _on_paid_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
         s = self.state
@@ -367,6 +501,12 @@ class SubscriptionWorkflow:
         s.failed_payment_attempts = 0
         s.dunning_invoice_id = None
         s.next_retry_at = None
+        s.action_required = None
+        s.declined_payment_method = None
+        s.last_payment_error = None
+
+    def _access(self) -> Access:
+        return self.policy.access(self.state.status, self.state.failed_payment_attempts)
 
     # --- the trial ------------------------------------------------------------------------
 
@@ -393,6 +533,143 @@ class SubscriptionWorkflow:
             EmailKind.TRIAL_ENDING, s.trial_end.isoformat(), {"trial_end": day(s.trial_end)}
         )
 
+    # --- before dunning: reminders of a yearly renewal and of a card that will not last ---
+
+    def _next_charge_at(self) -> datetime | None:
+        s = self.state
+        return s.trial_end if s.status == Status.TRIALING else s.current_period_end
+
+    def _renewal_reminder_due(self) -> datetime | None:
+        s = self.state
+        renewal = s.current_period_end
+        if (
+            not self.decline_aware
+            or s.interval != Interval.YEARLY
+            or s.status != Status.ACTIVE
+            or s.cancel_at_period_end
+            or not renewal
+            or renewal <= workflow.now()
+            or s.renewal_reminder_sent_for == renewal
+        ):
+            return None
+        return renewal - self.policy.renewal_reminder_before
+
+    def _renewal_reminder(self) -> None:
+        s = self.state
+        if self._renewal_reminder_due() is None or not s.current_period_end:
+            return
+        s.renewal_reminder_sent_for = s.current_period_end
+        self.outbox.email(
+            EmailKind.RENEWAL_REMINDER,
+            s.current_period_end.isoformat(),
+            {
+                "renews_at": day(s.current_period_end),
+                "amount": money(s.amount_minor, s.currency),
+                "action_url": self.policy.update_payment_method_url,
+            },
+            summary=f"renewal reminder before {day(s.current_period_end)}",
+        )
+
+    async def _on_upcoming_renewal(self) -> None:
+        """Stripe's `invoice.upcoming` (days before a renewal, as the account is set): a yearly
+        customer is reminded now, if the timer has not done it already."""
+        if self.state.interval != Interval.YEARLY:
+            return
+        await self._sync(check_invoice=False)  # still renewing, and when
+        self._renewal_reminder()
+
+    def _card_reminder_due(self) -> datetime | None:
+        s = self.state
+        charge_at = self._next_charge_at()
+        if (
+            not self.decline_aware
+            or s.status not in (Status.ACTIVE, Status.TRIALING)
+            or s.cancel_at_period_end
+            or not charge_at
+            or not s.card_expires_at
+            or charge_at <= workflow.now()
+            or s.card_expires_at > charge_at
+            or s.card_reminder_sent_for == f"{s.card_expiry_known_for}@{charge_at.isoformat()}"
+        ):
+            return None
+        return charge_at - self.policy.card_expiry_reminder_before
+
+    def _card_reminder(self) -> None:
+        s = self.state
+        charge_at = self._next_charge_at()
+        if self._card_reminder_due() is None or not charge_at or not s.card_expires_at:
+            return
+        s.card_reminder_sent_for = f"{s.card_expiry_known_for}@{charge_at.isoformat()}"
+        last_day = s.card_expires_at - timedelta(days=1)
+        self.outbox.email(
+            EmailKind.CARD_EXPIRING,
+            s.card_reminder_sent_for,
+            {
+                "expires": last_day.strftime("%m/%Y"),
+                "charge_at": day(charge_at),
+                "action_url": self.policy.update_payment_method_url,
+            },
+            summary=f"card expiry reminder before the charge on {day(charge_at)}",
+        )
+
+    def _know_card(self, info: PaymentMethodInfo) -> None:
+        """The default card's expiry (cards work to the end of their expiry month)."""
+        s = self.state
+        s.card_expiry_known_for = info.id
+        card = info.card
+        s.card_expires_at = (
+            datetime(card.exp_year + card.exp_month // 12, card.exp_month % 12 + 1, 1, tzinfo=UTC)
+            if card
+            else None
+        )
+
+    async def _learn_card(self, payment_method_id: str) -> None:
+        """Read a default card set elsewhere (the dashboard, the customer portal, adoption)."""
+        try:
+            info = await calls.stripe_read(
+                StripeActivities.get_payment_method,
+                payment_method_id,
+                f"read payment method {payment_method_id} (its expiry)",
+            )
+        except calls.CALL_FAILED as err:
+            workflow.logger.warning("payment method %s not read: %s", payment_method_id, err)
+            return
+        self._know_card(info)
+
+    async def _on_customer_updated(self) -> None:
+        """`customer.updated`: a new default card set in Stripe becomes the subscription's
+        too, and after a hard decline the payment is retried with it at once."""
+        s = self.state
+        customer = await calls.stripe_read(
+            StripeActivities.get_customer, s.customer_id, f"re-read customer {s.customer_id}"
+        )
+        card = customer.default_payment_method
+        if not card or card == s.default_payment_method or s.status == Status.CANCELED:
+            return
+        await self._make_default(card)
+        await self._learn_card(card)
+        action = s.action_required
+        if action and action.reason == ActionReason.NEW_PAYMENT_METHOD:
+            await self._retry_payment()
+
+    # --- refunds --------------------------------------------------------------------------
+
+    async def _on_refund(self, charge_id: str) -> None:
+        """`charge.refunded`: each refund of the charge lands in the ledger (once: a row per
+        refund, keyed by its number on the charge)."""
+        try:
+            charge = await calls.stripe_read(
+                StripeActivities.get_charge_refunds, charge_id, f"read the refunds of {charge_id}"
+            )
+        except calls.CALL_FAILED as err:
+            workflow.logger.warning("charge %s not re-read: %s", charge_id, err)
+            return
+        if charge.customer_id != self.state.customer_id:
+            return
+        for number, refund in enumerate(charge.refunds, 1):
+            if refund.status in ("succeeded", "pending"):
+                self.outbox.refund(charge, number, refund)
+
     # --- Stripe's subscription ------------------------------------------------------------
 
     async def _sync(self, check_invoice: bool = True) -> None:
@@ -403,6 +680,9 @@ class SubscriptionWorkflow:
             f"re-read subscription {self.state.subscription_id}",
         )
         self._apply(sub)
+        card = self.state.default_payment_method
+        if self.decline_aware and card and card != self.state.card_expiry_known_for:
+            await self._learn_card(card)
         in_question = (
             sub.status in ("past_due", "incomplete") or self.state.failed_payment_attempts > 0
         )
@@ -433,6 +713,10 @@ class SubscriptionWorkflow:
         if ended:
             s.status = Status.CANCELED
             s.next_retry_at = None  # the failure count stays, for the record
+            s.action_required = None
+            s.cancellation_reason = (
+                s.cancellation_reason or sub.cancellation_reason or "cancellation_requested"
+            )
         elif s.failed_payment_attempts > 0:
             s.status = Status.PAST_DUE
         else:
@@ -515,18 +799,23 @@ class SubscriptionWorkflow:
             ),
             f"attach payment method {payment_method_id}",
         )
+        await self._make_default(info.id)
+        self._know_card(info)
+        return info
+
+    async def _make_default(self, payment_method_id: str) -> None:
+        s = self.state
         await calls.stripe(
             StripeActivities.set_default_payment_method,
             SetDefaultPaymentMethod(
                 customer_id=s.customer_id or "",
-                payment_method_id=info.id,
+                payment_method_id=payment_method_id,
                 subscription_id=s.subscription_id,
-                idempotency_key=self._next_idempotency_key(f"default-{info.id}"),
+                idempotency_key=self._next_idempotency_key(f"default-{payment_method_id}"),
             ),
-            f"make {info.id} the default payment method",
+            f"make {payment_method_id} the default payment method",
         )
-        s.default_payment_method = info.id
-        return info
+        s.default_payment_method = payment_method_id
 
     async def _adopt(self, customer_id: str | None) -> None:
         """Take over what Stripe has for the customer (a subscription made in the dashboard),
@@ -778,6 +1067,9 @@ class SubscriptionWorkflow:
             stripe_customer_id=s.customer_id,
             stripe_subscription_id=s.subscription_id,
             workflow_id=workflow.info().workflow_id,
+            access=self._access(),
+            last_payment_error=s.last_payment_error,
+            action_required=s.action_required,
         )
 
 

@@ -74,8 +74,10 @@ async def receive(
         raise HTTPException(refused.status, refused.detail) from None
     bound = log.bind(event_id=event.id, event_type=event.type)
     obj = event.object
-    # The workflow re-reads what the event points at: without an object id there is nothing.
-    handled_type = event.type in HANDLED_EVENT_TYPES and not event.thin and obj.id is not None
+    # The workflow re-reads what the event points at: without an object id there is nothing,
+    # except `invoice.upcoming` (an invoice not made yet), which names its subscription.
+    target = obj.subscription_id if event.type == "invoice.upcoming" else obj.id
+    handled_type = event.type in HANDLED_EVENT_TYPES and not event.thin and target is not None
     user_id = obj.user_id
     if obj.refused_user_id is not None:
         bound.warning("webhook metadata user_id is not a user id", value=obj.refused_user_id)
@@ -96,12 +98,12 @@ async def receive(
     # already has. 2xx only once both are done.
     recording = asyncio.ensure_future(_record(engine, row))
     taken = False
-    if handled and user_id and obj.id:
+    if handled and user_id and target:
         ref = StripeEventRef(
             id=event.id,
             type=event.type,
             created=event.created_at,
-            object_id=obj.id,
+            object_id=target,
             customer_id=obj.customer_id,
             subscription_id=obj.subscription_id,
         )

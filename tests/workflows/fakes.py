@@ -18,6 +18,7 @@ from core.payloads import (
     CancelSubscription,
     Card,
     ChangeSubscription,
+    ChargeRefunds,
     CreateSubscription,
     CustomerRef,
     DetachPaymentMethod,
@@ -29,6 +30,7 @@ from core.payloads import (
     InvoiceState,
     PayInvoice,
     Payload,
+    PaymentError,
     PaymentMethodInfo,
     Plan,
     Record,
@@ -84,21 +86,51 @@ def now() -> datetime:
     return activity.info().current_attempt_scheduled_time
 
 
-def declined() -> ApplicationError:
+def declined(error: PaymentError | None = None) -> ApplicationError:
+    error = error or DECLINES["Fail"]
     return ApplicationError(
-        "Your card was declined.",
-        {"code": "card_declined", "decline_code": "generic_decline"},
+        error.message or "",
+        {"code": error.code, "decline_code": error.decline_code},
         type=Failure.CARD_DECLINED,
         non_retryable=True,
     )
+
+
+# How a payment method whose id contains the key is declined (Stripe's words).
+DECLINES = {
+    "Fail": PaymentError(
+        code="card_declined", decline_code="generic_decline", message="Your card was declined."
+    ),
+    "InsufficientFunds": PaymentError(
+        code="card_declined",
+        decline_code="insufficient_funds",
+        message="Your card has insufficient funds.",
+    ),
+    "LostCard": PaymentError(
+        code="card_declined", decline_code="lost_card", message="Your card has been declined."
+    ),
+    "authenticationRequired": PaymentError(
+        code="authentication_required",
+        decline_code="authentication_required",
+        message="Your card was declined. This transaction requires authentication.",
+    ),
+}
+
+
+def decline_of(payment_method: str | None) -> PaymentError | None:
+    """How a charge to this payment method fails (None: it succeeds)."""
+    if not payment_method:
+        return PaymentError(message="This customer has no default payment method.")
+    return next((e for key, e in DECLINES.items() if key in payment_method), None)
 
 
 @dataclass
 class FakeStripe:
     """Enough of Stripe for the lifecycle: one customer, one subscription, its invoices.
 
-    A payment method whose id contains "Fail" declines every charge; one containing
-    "Declined" cannot be attached.
+    A payment method whose id contains a key of DECLINES declines every charge that way
+    ("authenticationRequired": the bank wants 3-D Secure, see `authenticate`); one containing
+    "Declined" cannot be attached. `expiry` gives a card's (month, year); `refunds` a charge's.
     """
 
     calls: list[Call] = field(default_factory=list)
@@ -112,6 +144,8 @@ class FakeStripe:
     # The server's clock (`WorkflowEnvironment.get_current_time`): the Stripe calls are local
     # activities, whose info carries the wall clock, not the time-skipping server's time.
     clock: Callable[[], Awaitable[datetime]] | None = None
+    expiry: dict[str, tuple[int, int]] = field(default_factory=dict)
+    refunds: dict[str, ChargeRefunds] = field(default_factory=dict)
 
     async def now(self) -> datetime:
         if self.clock and activity.info().is_local:
@@ -166,12 +200,15 @@ class FakeStripe:
             self._charge(ident)
         return ident
 
-    def renew(self, *, paid: bool) -> str:
-        """Stripe renews the period and attempts the invoice with the default card."""
+    def renew(self, *, paid: bool, card: str = "pm_chargeCustomerFail") -> str:
+        """Stripe renews the period and attempts the invoice with the default card (`card`
+        when it is not to be paid)."""
         start = self.sub["period_end"]
-        self.sub["period_end"] = start + timedelta(days=30)
+        self.sub["period_end"] = start + timedelta(
+            days=365 if self.sub["interval"] == Interval.YEARLY else 30
+        )
         if not paid:
-            self.default_pm = "pm_chargeCustomerFail"
+            self.default_pm = card
         ident = self.new_invoice(PRICES[self.sub["plan"]])
         if self.invoices[ident]["status"] != "paid":
             self.sub["status"] = "past_due"
@@ -182,10 +219,17 @@ class FakeStripe:
         self.sub["trial_end"] = self.sub["period_end"]
         return self.renew(paid=paid)
 
+    def authenticate(self, ident: str) -> None:
+        """The customer confirms the payment on Stripe's page: the invoice is paid."""
+        self.invoices[ident].update(status="paid", error=None)
+        if self.sub.get("status") in ("incomplete", "past_due"):
+            self.sub["status"] = "active"
+
     def _charge(self, ident: str) -> bool:
         invoice = self.invoices[ident]
         invoice["attempts"] += 1
-        ok = bool(self.default_pm) and "Fail" not in (self.default_pm or "")
+        invoice["error"] = decline_of(self.default_pm)
+        ok = invoice["error"] is None
         if ok:
             invoice["status"] = "paid"
             if (
@@ -225,6 +269,10 @@ class FakeStripe:
             currency="usd",
             attempt_count=inv["attempts"],
             created=inv["created"],
+            hosted_invoice_url=f"https://invoice.stripe.test/i/{ident}",
+            last_payment_error=inv.get("error") if inv["status"] == "open" else None,
+            requires_action=inv["status"] == "open"
+            and "authenticationRequired" in str(self.default_pm),
         )
 
     # --- the activities -----------------------------------------------------------------------
@@ -240,11 +288,34 @@ class FakeStripe:
         self._record("attach_payment_method", req)
         if "Declined" in req.payment_method_id:
             raise declined()
+        return self._payment_method(f"{req.payment_method_id}_attached")
+
+    def _payment_method(self, ident: str) -> PaymentMethodInfo:
+        month, year = self.expiry.get(ident.removesuffix("_attached"), (12, 2030))
         return PaymentMethodInfo(
-            id=f"{req.payment_method_id}_attached",
+            id=ident,
             type="card",
-            card=Card(brand="visa", last4="4242", exp_month=12, exp_year=2030),
+            card=Card(brand="visa", last4="4242", exp_month=month, exp_year=year),
         )
+
+    @activity.defn(name="stripe.get_payment_method")
+    async def get_payment_method(self, payment_method_id: str) -> PaymentMethodInfo:
+        self._record("get_payment_method", payment_method_id)
+        return self._payment_method(payment_method_id)
+
+    @activity.defn(name="stripe.get_customer")
+    async def get_customer(self, customer_id: str) -> CustomerRef:
+        self._record("get_customer", customer_id)
+        return CustomerRef(id=customer_id, user_id="", default_payment_method=self.default_pm)
+
+    @activity.defn(name="stripe.get_charge_refunds")
+    async def get_charge_refunds(self, charge_id: str) -> ChargeRefunds:
+        self._record("get_charge_refunds", charge_id)
+        if charge_id not in self.refunds:
+            raise ApplicationError(
+                f"No such charge: '{charge_id}'", type=Failure.INVALID_REQUEST, non_retryable=True
+            )
+        return self.refunds[charge_id]
 
     @activity.defn(name="stripe.detach_payment_method")
     @idempotent
@@ -342,7 +413,7 @@ class FakeStripe:
                 "Invoice is already paid", type=Failure.INVALID_REQUEST, non_retryable=True
             )
         if not self._charge(req.invoice_id):
-            raise declined()
+            raise declined(self.invoices[req.invoice_id]["error"])
         return self.invoice(req.invoice_id)
 
     def activities(self) -> list[Any]:
@@ -358,6 +429,9 @@ class FakeStripe:
             self.get_subscription,
             self.find_subscription,
             self.get_invoice,
+            self.get_customer,
+            self.get_payment_method,
+            self.get_charge_refunds,
             self.pay_invoice,
         ]
 
