@@ -487,6 +487,7 @@ def _last_payment(inv: stripe.Invoice) -> tuple[PaymentError | None, bool]:
             decline_code=err.decline_code,
             advice_code=err.advice_code,
             message=err.message,
+            payment_method=err.payment_method.id if err.payment_method else None,
         )
         if err
         else None

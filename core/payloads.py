@@ -177,6 +177,8 @@ class PaymentError(Payload):
     decline_code: str | None = None
     advice_code: str | None = None
     message: str | None = None
+    # The payment method that was declined.
+    payment_method: str | None = None
     # When the workflow learnt of it (the view's `last_payment_error.at`).
     at: datetime | None = None
 

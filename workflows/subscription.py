@@ -280,7 +280,9 @@ class SubscriptionWorkflow:
         kind = kind_of(error, inv.requires_action) if self.decline_aware else DeclineKind.SOFT
         if kind == DeclineKind.HARD:
             # Never charge this card again: the customer is asked for another one at once.
-            s.declined_payment_method = s.default_payment_method
+            s.declined_payment_method = (
+                error.payment_method if error and error.payment_method else s.default_payment_method
+            )
             s.action_required = ActionRequired(
                 reason=ActionReason.NEW_PAYMENT_METHOD, url=self.policy.update_payment_method_url
             )

@@ -121,7 +121,8 @@ def decline_of(payment_method: str | None) -> PaymentError | None:
     """How a charge to this payment method fails (None: it succeeds)."""
     if not payment_method:
         return PaymentError(message="This customer has no default payment method.")
-    return next((e for key, e in DECLINES.items() if key in payment_method), None)
+    error = next((e for key, e in DECLINES.items() if key in payment_method), None)
+    return error.model_copy(update={"payment_method": payment_method}) if error else None
 
 
 @dataclass
@@ -346,7 +347,10 @@ class FakeStripe:
             "status": "trialing" if trial else "incomplete",
             "cancel_at_period_end": False,
             "trial_end": start + timedelta(days=req.trial_days) if trial else None,
-            "period_end": start + timedelta(days=req.trial_days if trial else 30),
+            "period_end": start
+            + timedelta(
+                days=req.trial_days if trial else 365 if req.interval == Interval.YEARLY else 30
+            ),
             "started_at": start,
         }
         if not trial:
