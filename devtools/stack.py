@@ -25,13 +25,19 @@ SEARCH_ATTRIBUTES = {
     "BillingPlan": "Keyword",
     "BillingDunningAttempt": "Int",
     "BillingNextActionAt": "Datetime",
+    "BillingAccess": "Keyword",
+    "BillingLastDeclineCode": "Keyword",
 }
 WEBHOOK_SECRET = "whsec_salesflow_local_stack"
-# A dunning policy in seconds, for a demo: retries 20 s apart, trial reminder 1 min ahead.
+# A dunning policy in seconds, for a demo: retries 20 s apart (enterprise 30 s), reminders
+# minutes ahead.
 DEMO_POLICY = {
     "DUNNING_RETRY_DELAYS": "20s,20s",
     "DUNNING_MAX_FAILURES": "3",
     "DUNNING_TRIAL_REMINDER_BEFORE": "1m",
+    "DUNNING_PLAN_RETRY_DELAYS": '{"enterprise": "30s,30s"}',
+    "DUNNING_RENEWAL_REMINDER_BEFORE": "1m",
+    "DUNNING_CARD_EXPIRY_REMINDER_BEFORE": "2m",
     "USAGE_REPORT_EVERY": "30s",
 }
 # In the data folder while the stack runs: its ports (`python3 dev.py scenario` reads them).

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from temporalio.common import SearchAttributeIndexedValueType
+
+from devtools.stack import SEARCH_ATTRIBUTES as STACK_SEARCH_ATTRIBUTES
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,15 +59,8 @@ def test_configuration_comes_from_the_environment() -> None:
     for name in ("api", "worker", "migrate"):
         assert services[name]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
     registered = services["temporal-setup"]["command"][0]
-    for attribute in (
-        "BillingCustomerId",
-        "BillingUserId",
-        "BillingStatus",
-        "BillingPlan",
-        "BillingDunningAttempt",
-        "BillingNextActionAt",
-    ):
-        assert attribute in registered
+    for key in SEARCH_ATTRIBUTES:  # every one the workflow sets, with its type
+        assert f"{key.name}={STACK_SEARCH_ATTRIBUTES[key.name]}" in re.split(r"[\s;]+", registered)
 
 
 def test_the_image_holds_what_the_commands_run() -> None:
@@ -80,3 +78,13 @@ def test_the_image_holds_what_the_commands_run() -> None:
     # Only the product: the development tools stay in the repository.
     for dev_only in ("emulator", "devtools", "devstack", "scenario", "bench", "tests"):
         assert dev_only not in dockerfile, dev_only
+
+
+def test_the_dev_stack_registers_every_search_attribute_with_its_type() -> None:
+    kinds = {
+        SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+        SearchAttributeIndexedValueType.INT: "Int",
+        SearchAttributeIndexedValueType.DATETIME: "Datetime",
+    }
+    wanted = {key.name: kinds[key.indexed_value_type] for key in SEARCH_ATTRIBUTES}
+    assert wanted == STACK_SEARCH_ATTRIBUTES
