@@ -38,7 +38,6 @@ DEMO_POLICY = {
     "DUNNING_PLAN_RETRY_DELAYS": '{"enterprise": "30s,30s"}',
     "DUNNING_RENEWAL_REMINDER_BEFORE": "1m",
     "DUNNING_CARD_EXPIRY_REMINDER_BEFORE": "2m",
-    "USAGE_REPORT_EVERY": "30s",
 }
 # In the data folder while the stack runs: its ports (`python3 dev.py scenario` reads them).
 STACK_FILE = "stack.json"
