@@ -9,12 +9,21 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.payloads import Cancel, ChangePlan, Plan, SetPaymentMethod, StripeEventRef
+from core.payloads import (
+    Cancel,
+    ChangePlan,
+    ChargeRefunds,
+    Interval,
+    Plan,
+    Refund,
+    SetPaymentMethod,
+    StripeEventRef,
+)
 from core.state import StartSubscription
 from core.temporal import ensure_search_attributes
 from tests.helpers import BIN, eventually
 from tests.workflows.fakes import Call, FakeMailbox, FakeStore, FakeStripe
-from tests.workflows.helpers import HISTORIES, POLICY, on_fakes, order, view_when
+from tests.workflows.helpers import HISTORIES, POLICY, lifecycle, on_fakes, order, view_when
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 from workflows.visibility import SEARCH_ATTRIBUTES
 
@@ -130,6 +139,65 @@ async def record_local_calls(env: WorkflowEnvironment) -> None:
         )
 
 
+async def record_declines(env: WorkflowEnvironment) -> None:
+    """Decline-aware dunning (patch `decline-aware-dunning`): a card expiring before the renewal,
+    a hard decline whose window runs out, a new default card from Stripe, a request to
+    authenticate answered on Stripe's page, a renewal announced by `invoice.upcoming`, a
+    refund, then a cancel."""
+    now = await env.get_current_time()
+    stripe, mail, store = FakeStripe(clock=env.get_current_time), FakeMailbox(), FakeStore()
+    stripe.expiry["pm_card_expiring"] = (now.month, now.year)
+    start = order(
+        user_id="replay-declines", interval=Interval.YEARLY, payment_method_id="pm_card_expiring"
+    )
+
+    async def event(type_: str, object_id: str) -> None:
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event,
+            StripeEventRef(
+                id=f"evt_{type_}_{len(stripe.calls)}",
+                type=type_,
+                created=await env.get_current_time(),
+                object_id=object_id,
+            ),
+        )
+
+    async with lifecycle(env, start, [*stripe.activities(), mail.send_email, store.record]) as (
+        handle
+    ):
+        invoice = stripe.renew(paid=False, card="pm_LostCard")
+        await event("invoice.payment_failed", invoice)
+        await view_when(handle, lambda v: v.action_required is not None)
+        await env.sleep(POLICY.retry_delays[0] + timedelta(hours=1))
+        await view_when(handle, lambda v: v.failed_payment_attempts == 2)
+        stripe.default_pm = "pm_from_the_portal"
+        await event("customer.updated", stripe.sub["customer"])
+        await view_when(handle, lambda v: v.status == "active")
+        invoice = stripe.renew(paid=False, card="pm_authenticationRequired")
+        await event("invoice.payment_action_required", invoice)
+        await view_when(handle, lambda v: v.action_required is not None)
+        stripe.authenticate(invoice)
+        await event("invoice.paid", invoice)
+        await view_when(handle, lambda v: v.status == "active")
+        await event("invoice.upcoming", stripe.sub["id"])
+        stripe.refunds["ch_replay"] = ChargeRefunds(
+            charge_id="ch_replay",
+            customer_id=stripe.sub["customer"],
+            invoice_id=invoice,
+            currency="usd",
+            refunds=[Refund(id="re_1", amount=100, created=now, status="succeeded")],
+        )
+        await event("charge.refunded", "ch_replay")
+        await eventually(
+            lambda: any(r.payment and r.payment.kind == "refunded" for r in store.records)
+        )
+        await handle.execute_update(SubscriptionWorkflow.cancel, Cancel(at_period_end=False))
+        await handle.result()
+        (HISTORIES / "declines_access_and_reminders.json").write_text(
+            (await handle.fetch_history()).to_json()
+        )
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
@@ -144,6 +212,8 @@ async def main() -> None:
             await record_adoption(env)
         if not (HISTORIES / "local_calls_dunning_across_continue_as_new.json").exists():
             await record_local_calls(env)
+        if not (HISTORIES / "declines_access_and_reminders.json").exists():
+            await record_declines(env)
     finally:
         await env.shutdown()
 
