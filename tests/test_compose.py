@@ -60,7 +60,9 @@ def test_configuration_comes_from_the_environment() -> None:
         assert services[name]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
     registered = services["temporal-setup"]["command"][0]
     for attribute in SEARCH_ATTRIBUTES:  # every one the workflow sets, with its type
-        assert f"{attribute.name}={STACK_SEARCH_ATTRIBUTES[attribute.name]}" in re.split(r"[\s;]+", registered)
+        assert f"{attribute.name}={STACK_SEARCH_ATTRIBUTES[attribute.name]}" in re.split(
+            r"[\s;]+", registered
+        )
 
 
 def test_the_image_holds_what_the_commands_run() -> None:

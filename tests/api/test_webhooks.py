@@ -219,3 +219,30 @@ async def test_a_database_outage_is_503_so_stripe_retries(
     payload = event("customer.updated", {"id": "cus_db", "object": "customer", "metadata": {}})
     response = await api.webhook(payload)
     assert response.status_code == 503
+
+
+async def test_invoice_upcoming_has_no_id_and_reaches_the_workflow_by_its_subscription(
+    api: Api,
+) -> None:
+    assert (await api.subscribe("yuri", interval="yearly")).status_code == 201
+    upcoming = invoice("yuri", "unused")
+    del upcoming["id"]  # an invoice not made yet
+    response = await api.webhook(event("invoice.upcoming", upcoming, "evt_yuri_upcoming"))
+    assert response.json() == {"status": "processed", "event_type": "invoice.upcoming"}
+    await eventually(lambda: api.mail.kinds()[-1:] == ["renewal_reminder"])
+    rows = [r for r in await recorded(api.settings.database_url) if r.event_id.startswith("evt_y")]
+    assert [(r.type, r.outcome, r.object_id) for r in rows] == [
+        ("invoice.upcoming", "processed", None)
+    ]
+
+
+async def test_a_refund_reaches_the_customer_by_the_stored_mapping(api: Api) -> None:
+    assert (await api.subscribe("rhea")).status_code == 201
+    charge = {"id": "ch_rhea", "object": "charge", "customer": "cus_rhea", "metadata": {}}
+
+    async def handed_over() -> bool:  # once the workflow has stored the customer mapping
+        response = await api.webhook(event("charge.refunded", charge))
+        return bool(response.json()["status"] == "processed")
+
+    await eventually(handed_over)
+    await eventually(lambda: "get_charge_refunds" in api.stripe.names())
