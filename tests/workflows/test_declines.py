@@ -19,6 +19,7 @@ from core.payloads import (
     ChargeRefunds,
     Interval,
     PayInvoice,
+    Plan,
     Refund,
     SetDefaultPaymentMethod,
     SetPaymentMethod,
@@ -297,3 +298,14 @@ async def test_a_refund_lands_in_the_ledger_once_per_refund(env: WorkflowEnviron
         await eventually(lambda: len(refunds()) == 2)
         await env.sleep(HOUR)
         assert refunds() == [("in_1", 1, 900), ("in_1", 1, 900)]
+
+
+async def test_a_plan_may_have_its_own_policy(env: WorkflowEnvironment) -> None:
+    longer = POLICY.model_copy(update={"retry_delays": [timedelta(days=10), timedelta(days=11)]})
+    policy = POLICY.model_copy(update={"plans": {Plan.ENTERPRISE: longer}})
+    start = order(plan=Plan.ENTERPRISE, policy=policy, payment_method_id="pm_card_chargeFail")
+    async with on_fakes(env, start) as (handle, _, _):
+        view = await view_when(handle, lambda v: v.failed_payment_attempts == 1)
+        assert view.next_payment_retry_at is not None
+        waited = view.next_payment_retry_at - await env.get_current_time()
+        assert timedelta(days=9) < waited <= timedelta(days=10)
