@@ -785,8 +785,13 @@ class SubscriptionWorkflow:
         self._apply(sub)
         if sub.status == "trialing":
             return
-        if sub.latest_invoice:  # answered with the create: nothing to re-read
-            await self._on_invoice(sub.latest_invoice, resync=False)
+        first = sub.latest_invoice
+        if first and (first.status == "paid" or not self.decline_aware):
+            await self._on_invoice(first, resync=False)  # answered with the create
+        elif first:
+            # A failed first payment: why (its PaymentIntent) is one expand deeper than Stripe
+            # allows on a create, so the invoice is read again.
+            await self._check_invoice(first.id)
         elif sub.latest_invoice_id:
             await self._check_invoice(sub.latest_invoice_id)
 
