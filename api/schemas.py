@@ -21,7 +21,11 @@ from temporalio.client import WorkflowExecutionStatus
 
 from core.payloads import (
     USER_ID_PATTERN,
+    Access,
+    ActionReason,
+    ActionRequired,
     Interval,
+    PaymentError,
     PaymentMethodInfo,
     Plan,
     ProrationBehavior,
@@ -167,6 +171,58 @@ class WorkflowStatus(StrEnum):
             return cls.RUNNING
 
 
+class PaymentErrorOut(BaseModel):
+    """Why the latest payment attempt failed, in Stripe's words."""
+
+    code: str | None = Field(
+        description="Stripe's error code: `card_declined`, `authentication_required`, "
+        "`expired_card`, ..."
+    )
+    decline_code: str | None = Field(
+        description="The issuer's reason for a card decline: `insufficient_funds`, "
+        "`lost_card`, `do_not_honor`, ..."
+    )
+    advice_code: str | None = Field(
+        description="Stripe's advice on retrying: `try_again_later`, `do_not_try_again`, "
+        "`confirm_card_data`"
+    )
+    message: str | None = Field(description="Stripe's message, fit to show the customer")
+    at: datetime | None = Field(description="When the failure was learnt of")
+
+    @classmethod
+    def of(cls, error: PaymentError) -> PaymentErrorOut:
+        return cls(
+            code=error.code,
+            decline_code=error.decline_code,
+            advice_code=error.advice_code,
+            message=error.message,
+            at=error.at,
+        )
+
+
+class ActionRequiredOut(BaseModel):
+    """What the customer must do for the payment to go through, and where."""
+
+    reason: ActionReason = Field(
+        description="`new_payment_method`: a hard decline, the card cannot be charged again; "
+        "`authentication_required`: the bank asks the customer to authenticate (3-D Secure)"
+    )
+    url: str = Field(
+        description="Where to do it: the app's page to add a card, or Stripe's hosted invoice "
+        "page to authenticate"
+    )
+
+    @classmethod
+    def of(cls, action: ActionRequired) -> ActionRequiredOut:
+        return cls(reason=action.reason, url=action.url)
+
+
+ACCESS = (
+    "What the SalesFlow app should grant: `full`; `grace` (a payment failed, features still "
+    "on); `restricted` (later in dunning, per the policy); `none` (canceled or incomplete)."
+)
+
+
 class SubscriptionOut(BaseModel):
     """The subscription view. Times are ISO 8601 in UTC."""
 
@@ -182,6 +238,15 @@ class SubscriptionOut(BaseModel):
     stripe_customer_id: str | None
     stripe_subscription_id: str | None
     workflow_id: str
+    access: Access = Field(description=ACCESS)
+    last_payment_error: PaymentErrorOut | None = Field(
+        description="The latest failed payment attempt's error; null once a payment succeeds "
+        "or when none failed"
+    )
+    action_required: ActionRequiredOut | None = Field(
+        description="Set when the customer must act for the payment to go through (add a new "
+        "card after a hard decline, or authenticate); null otherwise"
+    )
     workflow_status: WorkflowStatus = Field(
         description="`running`, or how the customer's workflow ended: a stopped workflow is "
         "never reported as live."
@@ -191,7 +256,25 @@ class SubscriptionOut(BaseModel):
     def of(
         cls, view: SubscriptionView, workflow_status: WorkflowStatus = WorkflowStatus.RUNNING
     ) -> SubscriptionOut:
-        return cls(**view.model_dump(), workflow_status=workflow_status)
+        error, action = view.last_payment_error, view.action_required
+        return cls(
+            user_id=view.user_id,
+            status=view.status,
+            plan=view.plan,
+            interval=view.interval,
+            trial_end=view.trial_end,
+            current_period_end=view.current_period_end,
+            cancel_at_period_end=view.cancel_at_period_end,
+            failed_payment_attempts=view.failed_payment_attempts,
+            next_payment_retry_at=view.next_payment_retry_at,
+            stripe_customer_id=view.stripe_customer_id,
+            stripe_subscription_id=view.stripe_subscription_id,
+            workflow_id=view.workflow_id,
+            access=view.access,
+            last_payment_error=PaymentErrorOut.of(error) if error else None,
+            action_required=ActionRequiredOut.of(action) if action else None,
+            workflow_status=workflow_status,
+        )
 
 
 class CardOut(BaseModel):
