@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -19,6 +19,7 @@ from pydantic import (
 )
 from temporalio.client import WorkflowExecutionStatus
 
+from core.db import Payment, SubscriptionRecord
 from core.payloads import (
     USER_ID_PATTERN,
     Access,
@@ -31,6 +32,7 @@ from core.payloads import (
     ProrationBehavior,
     Status,
     SubscriptionView,
+    status_of,
 )
 
 PAYMENT_METHOD_ID_PATTERN = r"^pm_[A-Za-z0-9_]+$"
@@ -275,6 +277,157 @@ class SubscriptionOut(BaseModel):
             action_required=ActionRequiredOut.of(action) if action else None,
             workflow_status=workflow_status,
         )
+
+
+def _in_utc(value: datetime) -> datetime:
+    # SQLite hands back the stored UTC times without their zone.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A time read from the database, answered in UTC.
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
+
+# A payment's `id`: opaque to clients, the ledger row's key to this service.
+PAYMENT_ID_PREFIX = "pay_"
+PAYMENT_ID_PATTERN = rf"^{PAYMENT_ID_PREFIX}[1-9][0-9]{{0,17}}$"
+
+
+def payment_id(row_id: int) -> str:
+    """The `id` a client sees for a ledger row."""
+    return f"{PAYMENT_ID_PREFIX}{row_id}"
+
+
+def payment_row(payment_id: str) -> int:
+    """The ledger row an `id` (one matching PAYMENT_ID_PATTERN) names."""
+    return int(payment_id.removeprefix(PAYMENT_ID_PREFIX))
+
+
+class PaymentKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class PaymentOut(BaseModel):
+    """One row of the customer's payments ledger: a payment attempt of an invoice (succeeded or
+    failed) or a refund of the charge that paid it."""
+
+    id: str = Field(
+        description="Opaque: pass it as `starting_after` for the rows after this one",
+        pattern=PAYMENT_ID_PATTERN,
+    )
+    invoice_id: str
+    attempt: int = Field(
+        description="The invoice's payment attempt (1, 2, ...); for a refund, its ordinal among "
+        "the refunds of the charge"
+    )
+    kind: PaymentKind
+    amount_minor: int = Field(
+        description="In the currency's minor units: the amount paid, due, or refunded"
+    )
+    currency: str
+    recovered: bool = Field(description="A success that ended dunning (the invoice had failed)")
+    failure_code: str | None = Field(
+        description="A failure's Stripe error code (`card_declined`, `expired_card`, ...)"
+    )
+    decline_code: str | None = Field(
+        description="A declined card's issuer reason (`insufficient_funds`, `lost_card`, ...)"
+    )
+    hosted_invoice_url: str | None = Field(
+        description="Stripe's page where the customer can pay or authenticate the invoice"
+    )
+    occurred_at: UtcTime
+
+    @classmethod
+    def of(cls, row: Payment) -> PaymentOut:
+        assert row.id is not None, "a row read from the database has its key"
+        return cls(
+            id=payment_id(row.id),
+            invoice_id=row.invoice_id,
+            attempt=row.attempt,
+            kind=PaymentKind(row.kind),
+            amount_minor=row.amount_minor,
+            currency=row.currency,
+            recovered=row.recovered,
+            failure_code=row.failure_code,
+            decline_code=row.decline_code,
+            hosted_invoice_url=row.hosted_invoice_url,
+            occurred_at=row.occurred_at,
+        )
+
+
+HAS_MORE = "Whether more rows follow: ask again with `starting_after` set to the last one's "
+
+
+class PaymentsPage(BaseModel):
+    data: list[PaymentOut] = Field(description="Newest first")
+    has_more: bool = Field(description=HAS_MORE + "`id`")
+
+
+class SubscriptionRecordOut(BaseModel):
+    """A subscription as the read model holds it: the database the customers' workflows keep
+    current, read without asking Temporal. It has the view's fields the read model knows; those
+    only the workflow knows (`trial_end`, `next_payment_retry_at`, `last_payment_error`,
+    `action_required`, `workflow_status`) are left out rather than guessed: read them with
+    `GET /stripe/subscriptions/{user_id}`. A user who subscribed again after a cancellation has
+    a record for each subscription. Times are ISO 8601 in UTC."""
+
+    user_id: str
+    status: Status
+    plan: Plan | None
+    interval: Interval
+    current_period_end: UtcTime | None
+    cancel_at_period_end: bool
+    failed_payment_attempts: int = Field(description="Failed attempts in the current dunning")
+    stripe_customer_id: str | None
+    stripe_subscription_id: str = Field(
+        description="Also this record's cursor: pass it as `starting_after` for the records "
+        "after this one"
+    )
+    workflow_id: str
+    access: Access = Field(description=ACCESS)
+    last_decline_code: str | None = Field(
+        description="The decline code of the latest failed payment of the current dunning"
+    )
+    cancellation_reason: str | None = Field(
+        description="Stripe's words once canceled: `payment_failed` (dunning gave up) or "
+        "`cancellation_requested`; null while live"
+    )
+    amount_minor: int = Field(description="The recurring price per interval, in minor units")
+    currency: str
+    started_at: UtcTime
+    canceled_at: UtcTime | None
+    updated_at: UtcTime = Field(description="When the workflow last wrote this record")
+
+    @classmethod
+    def of(
+        cls, row: SubscriptionRecord, *, stripe_customer_id: str | None, workflow_id: str
+    ) -> SubscriptionRecordOut:
+        return cls(
+            user_id=row.user_id,
+            status=status_of(row.status),
+            plan=Plan(row.plan) if row.plan else None,
+            interval=Interval(row.interval),
+            current_period_end=row.current_period_end,
+            cancel_at_period_end=row.cancel_at_period_end,
+            failed_payment_attempts=row.dunning_attempt,
+            stripe_customer_id=stripe_customer_id,
+            stripe_subscription_id=row.stripe_subscription_id,
+            workflow_id=workflow_id,
+            access=Access(row.access),
+            last_decline_code=row.last_decline_code,
+            cancellation_reason=row.cancellation_reason,
+            amount_minor=row.amount_minor,
+            currency=row.currency,
+            started_at=row.started_at,
+            canceled_at=row.canceled_at,
+            updated_at=row.updated_at,
+        )
+
+
+class SubscriptionsPage(BaseModel):
+    data: list[SubscriptionRecordOut] = Field(description="Newest first")
+    has_more: bool = Field(description=HAS_MORE + "`stripe_subscription_id`")
 
 
 class CardOut(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 from temporalio.testing import WorkflowEnvironment
 
 from api.auth import mint
@@ -150,3 +150,15 @@ async def recorded(database_url: str) -> list[WebhookEvent]:
         rows = list((await session.exec(select(WebhookEvent))).all())
     await engine.dispose()
     return rows
+
+
+async def insert(database_url: str, *rows: SQLModel) -> None:
+    """Write rows straight into the database, as the workflow's store activity would; each row
+    has its key afterwards, in the order given."""
+    engine = make_engine(database_url)
+    try:
+        async with sessions(engine)() as session:
+            session.add_all(rows)
+            await session.commit()
+    finally:
+        await engine.dispose()
