@@ -7,13 +7,17 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel, select
 from temporalio.testing import WorkflowEnvironment
 
@@ -162,3 +166,16 @@ async def insert(database_url: str, *rows: SQLModel) -> None:
             await session.commit()
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def database_down(api: Api, folder: Path) -> AsyncIterator[None]:
+    """The app's database sessions fail to connect, as when the database is down."""
+    # A folder is no SQLite file: every connection fails (OperationalError).
+    broken = create_async_engine(f"sqlite+aiosqlite:///{folder}")
+    working, api.app.state.sessions = api.app.state.sessions, sessions(broken)
+    try:
+        yield
+    finally:
+        api.app.state.sessions = working
+        await broken.dispose()

@@ -5,14 +5,14 @@ activity writes them), except in the tests that go through a workflow."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.schemas import payment_id
-from core.db import Customer, Payment, SubscriptionRecord, sessions
-from tests.api.helpers import Api, insert
+from core.db import Customer, Payment, SubscriptionRecord
+from tests.api.helpers import Api, database_down, insert
 from tests.helpers import eventually
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -320,12 +320,9 @@ async def test_bad_filters_and_cursors_are_422(api: Api) -> None:
         unprocessable(await api.http.get(RECORDS, params={name: value}, headers=admin), name)
 
 
-async def test_a_database_that_does_not_answer_is_503(api: Api, tmp_path: Any) -> None:
+async def test_a_database_that_does_not_answer_is_503(api: Api, tmp_path: Path) -> None:
     await insert(api.settings.database_url, customer("mo"))
-    # A directory is no database file: every connection fails.
-    broken = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}")
-    working, api.app.state.sessions = api.app.state.sessions, sessions(broken)
-    try:
+    async with database_down(api, tmp_path):
         for path, user in (
             (PAYMENTS.format("mo"), api.auth("mo")),
             (RECORDS, api.auth("root", admin=True)),
@@ -334,6 +331,3 @@ async def test_a_database_that_does_not_answer_is_503(api: Api, tmp_path: Any) -
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/problem+json"
             assert response.json()["detail"] == "the database is unavailable; try again"
-    finally:
-        api.app.state.sessions = working
-        await broken.dispose()
