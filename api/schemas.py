@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -19,6 +19,7 @@ from pydantic import (
 )
 from temporalio.client import WorkflowExecutionStatus
 
+from core.analytics import DeclineRecovery, Revenue
 from core.db import Payment, SubscriptionRecord
 from core.payloads import (
     USER_ID_PATTERN,
@@ -491,3 +492,91 @@ class UsageRequest(Body):
 class UsageOut(BaseModel):
     status: Literal["accepted", "duplicate"]
     idempotency_key: str
+
+
+RATE = "A share from 0 to 1, rounded to 4 places; 0 when there is nothing to divide by. "
+
+
+class DeclineRecoveryOut(BaseModel):
+    failed: int = Field(
+        description="Invoices with a failed payment attempt in the range whose first failure in "
+        "the range had this code"
+    )
+    recovered: int = Field(description="How many of them have been paid since")
+
+    @classmethod
+    def of(cls, figures: DeclineRecovery) -> DeclineRecoveryOut:
+        return cls(failed=figures.failed, recovered=figures.recovered)
+
+
+class RevenueOut(BaseModel):
+    """Figures over the inclusive range [start, end] (UTC days), in one currency, computed over
+    every record in the range. Payments are counted when they happened, refunds when they were
+    made; subscriptions from the read model."""
+
+    currency: str
+    start: date
+    end: date
+    period_days: int
+    total_revenue_minor: int = Field(
+        description="Successful payments minus refunds made in the range, in minor units"
+    )
+    successful_payments: int
+    failed_payments: int = Field(description="Failed payment attempts (each attempt counts)")
+    refunded_payments: int = Field(description="Refunds (each refund of a charge counts)")
+    success_rate: float = Field(description=RATE + "Successful over all payment attempts.")
+    mrr_minor: int = Field(
+        description="Monthly recurring revenue of the active subscriptions now (yearly / 12)"
+    )
+    active_subscriptions: int = Field(description="Active now")
+    new_subscriptions: int = Field(description="Started in the range")
+    canceled_subscriptions: int = Field(description="Canceled in the range")
+    churn_rate: float = Field(
+        description=RATE + "Subscriptions canceled in the range over those live at its start."
+    )
+    recovered_payments: int = Field(
+        description="Invoices with a failed attempt in the range that have been paid since"
+    )
+    recovery_rate: float = Field(
+        description=RATE + "Recovered over invoices with a failed attempt in the range."
+    )
+    first_attempt_failure_rate: float = Field(
+        description=RATE + "Invoices whose first payment attempt (in the range) failed, over "
+        "invoices whose first payment attempt was in the range."
+    )
+    involuntary_churn_rate: float = Field(
+        description=RATE + "Subscriptions canceled in the range for non-payment (Stripe's "
+        "`payment_failed`: dunning gave up) over those live at its start."
+    )
+    recovery_by_decline_code: dict[str, DeclineRecoveryOut] = Field(
+        description="Per decline code (the issuer's, else Stripe's error code, else `unknown`) "
+        "of each invoice's first failure in the range: its invoices, and those paid since. "
+        "They add up to `recovered_payments` and its denominator."
+    )
+
+    @classmethod
+    def of(cls, revenue: Revenue) -> RevenueOut:
+        return cls(
+            currency=revenue.currency,
+            start=revenue.start,
+            end=revenue.end,
+            period_days=revenue.period_days,
+            total_revenue_minor=revenue.total_revenue_minor,
+            successful_payments=revenue.successful_payments,
+            failed_payments=revenue.failed_payments,
+            refunded_payments=revenue.refunded_payments,
+            success_rate=revenue.success_rate,
+            mrr_minor=revenue.mrr_minor,
+            active_subscriptions=revenue.active_subscriptions,
+            new_subscriptions=revenue.new_subscriptions,
+            canceled_subscriptions=revenue.canceled_subscriptions,
+            churn_rate=revenue.churn_rate,
+            recovered_payments=revenue.recovered_payments,
+            recovery_rate=revenue.recovery_rate,
+            first_attempt_failure_rate=revenue.first_attempt_failure_rate,
+            involuntary_churn_rate=revenue.involuntary_churn_rate,
+            recovery_by_decline_code={
+                code: DeclineRecoveryOut.of(figures)
+                for code, figures in revenue.recovery_by_decline_code.items()
+            },
+        )
