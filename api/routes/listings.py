@@ -70,6 +70,10 @@ async def list_payments(
 
     Read from the database (the ledger the customer's workflow writes). A customer with no
     payment yet has an empty list; a user who never became a billing customer, 404.
+
+    Pages: up to `limit` payments and `has_more`; for the next page pass the last payment's
+    `id` (an opaque string) as `starting_after`. Payments of the same time come in a fixed
+    order, and payments written meanwhile do not shift the pages: none is skipped or repeated.
     """
     owned(principal, user_id)
     occurred, key = col(Payment.occurred_at), col(Payment.id)
@@ -163,7 +167,8 @@ async def list_subscriptions(
     (a user who subscribed again after a cancellation is listed once per subscription).
 
     Read from the database without asking Temporal: see `SubscriptionRecordOut` for the fields
-    only the customer's view has.
+    only the customer's view has. Pages: up to `limit` records and `has_more`; for the next
+    page pass the last record's `stripe_subscription_id` as `starting_after`.
     """
     record = SubscriptionRecord
     key = col(record.id)
