@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import HTTPException
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflow.v1 import WorkflowExecutionInfo
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
@@ -36,6 +38,20 @@ STATUS_BY_TYPE: dict[str, int] = {
 }
 
 NOT_FOUND = "no subscription for this user"
+DATABASE_UNAVAILABLE = "The database is unavailable; retry"
+
+
+@asynccontextmanager
+async def reading_database() -> AsyncIterator[None]:
+    """Run database reads; a database that cannot be reached answers 503, so clients retry.
+
+    Only the driver's connection and operational errors and the pool's timeout: any other error
+    is a bug, answered 500 and logged.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as err:
+        raise HTTPException(503, "the database is unavailable; try again") from err
 
 
 @asynccontextmanager

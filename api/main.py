@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from api import problems
 from api.cards import RefuseCardNumbers
-from api.routes import analytics, health, subscriptions, usage, webhooks
+from api.routes import analytics, health, listings, subscriptions, usage, webhooks
 from core.db import make_engine, sessions
 from core.logging import redact
 from core.settings import Settings, get_settings
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     )
     app.state.settings = settings
     app.include_router(subscriptions.router)
+    app.include_router(listings.router)
     app.include_router(usage.router)
     app.include_router(webhooks.router)
     app.include_router(analytics.router)

@@ -1,4 +1,5 @@
-"""Revenue analytics, computed in SQL over every ledger row in the range (no page limit)."""
+"""Revenue analytics, computed in SQL over every ledger row in the range (no page limit), in
+the same statements on SQLite and PostgreSQL (aggregate FILTER, window functions)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Float, and_, case, cast, exists, func, or_, select
+from sqlalchemy import Float, and_, case, cast, distinct, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from core.db import AsyncSession, Payment, SubscriptionRecord
@@ -14,6 +15,17 @@ from core.db import AsyncSession, Payment, SubscriptionRecord
 # Plain table columns: SQL expressions, not model attributes.
 P = Payment.__table__.c  # type: ignore[attr-defined]
 S = SubscriptionRecord.__table__.c  # type: ignore[attr-defined]
+
+
+# A failed attempt's reason: the issuer's decline code, else Stripe's error code.
+UNKNOWN_CODE = "unknown"
+
+
+class DeclineRecovery(BaseModel):
+    """Invoices whose first failure in the range had one decline code, and how many were paid."""
+
+    failed: int
+    recovered: int
 
 
 class Revenue(BaseModel):
@@ -33,6 +45,9 @@ class Revenue(BaseModel):
     churn_rate: float
     recovered_payments: int
     recovery_rate: float
+    first_attempt_failure_rate: float
+    involuntary_churn_rate: float
+    recovery_by_decline_code: dict[str, DeclineRecovery]
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -51,6 +66,7 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
     def total(kind: str) -> Any:
         return func.coalesce(func.sum(P.amount_minor).filter(P.kind == kind), 0)
 
+    first_attempt = and_(P.attempt == 1, P.kind.in_(("succeeded", "failed")))
     ledger = (
         await session.exec(  # type: ignore[call-overload]
             select(
@@ -59,27 +75,44 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
                 count("refunded"),
                 total("succeeded"),
                 total("refunded"),
+                # Invoices whose first payment attempt fell in the range, and those it failed.
+                func.count(distinct(P.invoice_id)).filter(first_attempt),
+                func.count(distinct(P.invoice_id)).filter(first_attempt, P.kind == "failed"),
             ).where(mine)
         )
     ).one()
-    succeeded, failed, refunded, gross, refunds = (int(v) for v in ledger)
+    succeeded, failed, refunded, gross, refunds, first_attempts, first_failed = (
+        int(v) for v in ledger
+    )
 
-    # Dunning: invoices with a failure in the range, and those later paid.
-    failed_invoices = select(P.invoice_id).where(mine, P.kind == "failed").distinct().subquery()
+    # Dunning: each invoice with a failure in the range, under the reason of its first failure
+    # in the range, and whether it was paid since.
+    reason = func.coalesce(
+        func.nullif(P.decline_code, ""), func.nullif(P.failure_code, ""), UNKNOWN_CODE
+    )
+    nth = func.row_number().over(
+        partition_by=P.invoice_id, order_by=(P.occurred_at, P.attempt, P.id)
+    )
+    failures = (
+        select(P.invoice_id, reason.label("code"), nth.label("nth"))
+        .where(mine, P.kind == "failed")
+        .subquery()
+    )
     paid = aliased(Payment.__table__)  # type: ignore[attr-defined]
-    dunned, recovered = (
-        await session.exec(  # type: ignore[call-overload]
-            select(
-                func.count(),
-                func.count().filter(
-                    exists().where(
-                        paid.c.invoice_id == failed_invoices.c.invoice_id,
-                        paid.c.kind == "succeeded",
-                    )
-                ),
-            ).select_from(failed_invoices)
+    was_paid = exists().where(
+        paid.c.invoice_id == failures.c.invoice_id, paid.c.kind == "succeeded"
+    )
+    by_code = {
+        str(code): DeclineRecovery(failed=int(invoices), recovered=int(paid_since))
+        for code, invoices, paid_since in await session.exec(  # type: ignore[call-overload]
+            select(failures.c.code, func.count(), func.count().filter(was_paid))
+            .where(failures.c.nth == 1)
+            .group_by(failures.c.code)
+            .order_by(failures.c.code)
         )
-    ).one()
+    }
+    dunned = sum(figures.failed for figures in by_code.values())
+    recovered = sum(figures.recovered for figures in by_code.values())
 
     sub = S
     monthly = case(
@@ -96,10 +129,13 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
                 func.count().filter(and_(started >= since, started < until)),
                 func.count().filter(and_(ended >= since, ended < until)),
                 func.count().filter(and_(started < since, or_(ended.is_(None), ended >= since))),
+                func.count().filter(
+                    and_(ended >= since, ended < until, sub.cancellation_reason == "payment_failed")
+                ),
             ).where(sub.currency == currency)
         )
     ).one()
-    mrr, active, new, canceled, at_start = subs
+    mrr, active, new, canceled, at_start, involuntary = subs
     return Revenue(
         currency=currency,
         start=start,
@@ -115,6 +151,9 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
         new_subscriptions=int(new),
         canceled_subscriptions=int(canceled),
         churn_rate=_ratio(int(canceled), int(at_start)),
-        recovered_payments=int(recovered),
-        recovery_rate=_ratio(int(recovered), int(dunned)),
+        recovered_payments=recovered,
+        recovery_rate=_ratio(recovered, dunned),
+        first_attempt_failure_rate=_ratio(first_failed, first_attempts),
+        involuntary_churn_rate=_ratio(int(involuntary), int(at_start)),
+        recovery_by_decline_code=by_code,
     )

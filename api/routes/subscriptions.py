@@ -141,6 +141,7 @@ async def create_subscription(
                 plan=body.plan,
                 interval=body.interval,
                 workflow_id=workflow_id(user_id),
+                access=start.policy.access(Status.INCOMPLETE, 0),
             )
         )
     return SubscriptionOut.of(view)

@@ -7,14 +7,18 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlmodel import select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel, select
 from temporalio.testing import WorkflowEnvironment
 
 from api.auth import mint
@@ -150,3 +154,28 @@ async def recorded(database_url: str) -> list[WebhookEvent]:
         rows = list((await session.exec(select(WebhookEvent))).all())
     await engine.dispose()
     return rows
+
+
+async def insert(database_url: str, *rows: SQLModel) -> None:
+    """Write rows straight into the database, as the workflow's store activity would; each row
+    has its key afterwards, in the order given."""
+    engine = make_engine(database_url)
+    try:
+        async with sessions(engine)() as session:
+            session.add_all(rows)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def database_down(api: Api, folder: Path) -> AsyncIterator[None]:
+    """The app's database sessions fail to connect, as when the database is down."""
+    # A folder is no SQLite file: every connection fails (OperationalError).
+    broken = create_async_engine(f"sqlite+aiosqlite:///{folder}")
+    working, api.app.state.sessions = api.app.state.sessions, sessions(broken)
+    try:
+        yield
+    finally:
+        api.app.state.sessions = working
+        await broken.dispose()

@@ -88,6 +88,8 @@ async def test_a_create_slower_than_the_wait_is_202_then_201_on_retry(api: Api) 
     assert first.status_code == 202, first.text
     assert first.headers["Location"] == "/stripe/subscriptions/kim"
     assert (first.json()["status"], first.json()["plan"]) == ("incomplete", "pro")
+    # Nothing is paid yet: the app grants nothing (API.md: `none` while incomplete).
+    assert first.json()["access"] == "none"
 
     api.settings.api_wait_seconds = 10
     # The client retries as told: the same key and body answer the first request's outcome.

@@ -62,6 +62,12 @@ async def test_405_lists_every_method_of_the_path(api: Api) -> None:
     resume = await api.http.get("/stripe/subscriptions/u1/resume", headers=api.auth("u1"))
     problem(resume, 405)
     assert resume.headers["Allow"] == "POST"
+    listed = await api.http.put("/stripe/subscriptions", headers=api.auth("u1"))
+    problem(listed, 405)
+    assert listed.headers["Allow"] == "GET, POST"
+    payments = await api.http.post("/stripe/subscriptions/u1/payments", headers=api.auth("u1"))
+    problem(payments, 405)
+    assert payments.headers["Allow"] == "GET"
 
 
 async def test_422_names_the_fields_and_never_echoes_the_input(api: Api) -> None:
@@ -148,5 +154,19 @@ async def test_openapi_documents_every_error_as_a_problem(api: Api) -> None:
         "503",
     }
     assert set(paths["/analytics/revenue"]["get"]["responses"]) >= {"401", "403", "422"}
+    assert set(paths["/stripe/subscriptions/{user_id}/payments"]["get"]["responses"]) == {
+        "200",
+        "401",
+        "404",
+        "422",
+        "503",
+    }
+    assert set(paths["/stripe/subscriptions"]["get"]["responses"]) == {
+        "200",
+        "401",
+        "403",
+        "422",
+        "503",
+    }
     user_id = paths["/stripe/subscriptions/{user_id}"]["get"]["parameters"][0]
     assert user_id["schema"]["pattern"] == "^[A-Za-z0-9_.@:-]{1,64}$"

@@ -251,14 +251,19 @@ async def test_openapi_documents_every_route(api: Api) -> None:
         "/stripe/subscriptions/{user_id}/resume",
         "/stripe/subscriptions/{user_id}/payment-methods",
         "/stripe/subscriptions/{user_id}/payment-methods/{payment_method_id}",
+        "/stripe/subscriptions/{user_id}/payments",
+        "/stripe/subscriptions/{user_id}/usage",
         "/stripe/webhooks",
         "/stripe/webhooks/health",
         "/healthz",
         "/readyz",
+        "/analytics/revenue",
     }
+    assert set(paths["/stripe/subscriptions"]) == {"get", "post"}
     assert set(paths["/stripe/subscriptions"]["post"]["responses"]) >= {"201", "401", "409", "422"}
     assert set(paths["/stripe/webhooks"]["post"]["responses"]) >= {"200", "400", "503"}
-    assert "SubscriptionOut" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    assert {"SubscriptionOut", "PaymentsPage", "SubscriptionsPage"} <= set(schemas)
     docs = await api.http.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
