@@ -190,6 +190,9 @@ class PaymentErrorOut(BaseModel):
         "`confirm_card_data`"
     )
     message: str | None = Field(description="Stripe's message, fit to show the customer")
+    payment_method: str | None = Field(
+        description="The payment method that was declined (`pm_...`), when Stripe names it"
+    )
     at: datetime | None = Field(description="When the failure was learnt of")
 
     @classmethod
@@ -199,6 +202,7 @@ class PaymentErrorOut(BaseModel):
             decline_code=error.decline_code,
             advice_code=error.advice_code,
             message=error.message,
+            payment_method=error.payment_method,
             at=error.at,
         )
 

@@ -37,6 +37,7 @@ def test_every_field_of_the_view_is_answered() -> None:
             decline_code="lost_card",
             advice_code="do_not_try_again",
             message="Your card was declined.",
+            payment_method="pm_lost",
             at=AT,
         ),
         action_required=ActionRequired(
@@ -63,6 +64,7 @@ def test_every_field_of_the_view_is_answered() -> None:
             "decline_code": "lost_card",
             "advice_code": "do_not_try_again",
             "message": "Your card was declined.",
+            "payment_method": "pm_lost",
             "at": "2026-03-04T05:06:07Z",
         },
         "action_required": {
