@@ -28,6 +28,7 @@ from core.payloads import (
     ActionRequired,
     Interval,
     PaymentError,
+    PaymentKind,
     PaymentMethodInfo,
     Plan,
     ProrationBehavior,
@@ -305,12 +306,6 @@ def payment_id(row_id: int) -> str:
 def payment_row(payment_id: str) -> int:
     """The ledger row an `id` (one matching PAYMENT_ID_PATTERN) names."""
     return int(payment_id.removeprefix(PAYMENT_ID_PREFIX))
-
-
-class PaymentKind(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REFUNDED = "refunded"
 
 
 class PaymentOut(BaseModel):

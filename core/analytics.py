@@ -11,6 +11,7 @@ from sqlalchemy import Float, and_, case, cast, distinct, exists, func, or_, sel
 from sqlalchemy.orm import aliased
 
 from core.db import AsyncSession, Payment, SubscriptionRecord
+from core.payloads import PaymentKind
 
 # Plain table columns: SQL expressions, not model attributes.
 P = Payment.__table__.c  # type: ignore[attr-defined]
@@ -66,18 +67,20 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
     def total(kind: str) -> Any:
         return func.coalesce(func.sum(P.amount_minor).filter(P.kind == kind), 0)
 
-    first_attempt = and_(P.attempt == 1, P.kind.in_(("succeeded", "failed")))
+    first_attempt = and_(P.attempt == 1, P.kind.in_((PaymentKind.SUCCEEDED, PaymentKind.FAILED)))
     ledger = (
         await session.exec(  # type: ignore[call-overload]
             select(
-                count("succeeded"),
-                count("failed"),
-                count("refunded"),
-                total("succeeded"),
-                total("refunded"),
+                count(PaymentKind.SUCCEEDED),
+                count(PaymentKind.FAILED),
+                count(PaymentKind.REFUNDED),
+                total(PaymentKind.SUCCEEDED),
+                total(PaymentKind.REFUNDED),
                 # Invoices whose first payment attempt fell in the range, and those it failed.
                 func.count(distinct(P.invoice_id)).filter(first_attempt),
-                func.count(distinct(P.invoice_id)).filter(first_attempt, P.kind == "failed"),
+                func.count(distinct(P.invoice_id)).filter(
+                    first_attempt, P.kind == PaymentKind.FAILED
+                ),
             ).where(mine)
         )
     ).one()
@@ -95,12 +98,12 @@ async def revenue(session: AsyncSession, start: date, end: date, currency: str =
     )
     failures = (
         select(P.invoice_id, reason.label("code"), nth.label("nth"))
-        .where(mine, P.kind == "failed")
+        .where(mine, P.kind == PaymentKind.FAILED)
         .subquery()
     )
     paid = aliased(Payment.__table__)  # type: ignore[attr-defined]
     was_paid = exists().where(
-        paid.c.invoice_id == failures.c.invoice_id, paid.c.kind == "succeeded"
+        paid.c.invoice_id == failures.c.invoice_id, paid.c.kind == PaymentKind.SUCCEEDED
     )
     by_code = {
         str(code): DeclineRecovery(failed=int(invoices), recovered=int(paid_since))

@@ -436,10 +436,18 @@ class SubscriptionSnapshot(Payload):
     cancellation_reason: str | None = None
 
 
+class PaymentKind(StrEnum):
+    """What a ledger row records: an attempt that succeeded or failed, or a refund."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
 class LedgerEntry(Payload):
     invoice_id: str
     attempt: int
-    kind: str  # succeeded, failed or refunded
+    kind: PaymentKind
     amount_minor: int
     currency: str
     user_id: str

@@ -20,7 +20,7 @@ from core.db import (
     make_engine,
 )
 from core.migrate import upgrade_async
-from core.payloads import CustomerEntry, LedgerEntry, Record, SubscriptionSnapshot
+from core.payloads import CustomerEntry, LedgerEntry, PaymentKind, Record, SubscriptionSnapshot
 
 
 async def test_migrations_match_the_models(database_url: str) -> None:
@@ -41,7 +41,7 @@ async def test_store_writes_are_idempotent(db_sessions: async_sessionmaker[Async
     payment = LedgerEntry(
         invoice_id="in_1",
         attempt=1,
-        kind="failed",
+        kind=PaymentKind.FAILED,
         amount_minor=2900,
         currency="usd",
         user_id="u1",

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         LedgerEntry,
         PaymentError,
+        PaymentKind,
         Record,
         Refund,
         SubscriptionSnapshot,
@@ -93,7 +94,7 @@ class Outbox:
     def payment(
         self,
         inv: InvoiceState,
-        kind: str,
+        kind: PaymentKind,
         amount: int,
         recovered: bool = False,
         at: datetime | None = None,
@@ -123,7 +124,7 @@ class Outbox:
         entry = LedgerEntry(
             invoice_id=charge.invoice_id or charge.charge_id,
             attempt=number,
-            kind="refunded",
+            kind=PaymentKind.REFUNDED,
             amount_minor=refund.amount,
             currency=charge.currency,
             user_id=s.user_id,

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         PayInvoice,
         PaymentError,
+        PaymentKind,
         PaymentMethodInfo,
         Plan,
         RemovePaymentMethod,
@@ -268,7 +269,7 @@ class SubscriptionWorkflow:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
         error = inv.last_payment_error
-        self.outbox.payment(inv, "failed", inv.amount_due, error=error)
+        self.outbox.payment(inv, PaymentKind.FAILED, inv.amount_due, error=error)
         s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
@@ -487,7 +488,7 @@ class SubscriptionWorkflow:
             )
         self._end_dunning()
         if inv.amount_paid > 0:
-            self.outbox.payment(inv, "succeeded", inv.amount_paid, recovered=recovered)
+            self.outbox.payment(inv, PaymentKind.SUCCEEDED, inv.amount_paid, recovered=recovered)
         if inv.amount_paid > 0 and inv.id not in s.receipted_invoices:
             s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
             self.outbox.email(
@@ -865,7 +866,7 @@ class SubscriptionWorkflow:
         self._apply(found.subscription)
         for inv in found.paid_invoices:
             if inv.amount_paid > 0:
-                self.outbox.payment(inv, "succeeded", inv.amount_paid, at=inv.created)
+                self.outbox.payment(inv, PaymentKind.SUCCEEDED, inv.amount_paid, at=inv.created)
             s.receipted_invoices = [*s.receipted_invoices, inv.id][-RECENT:]
         if found.subscription.latest_invoice_id and s.status != Status.TRIALING:
             await self._check_invoice(found.subscription.latest_invoice_id)
