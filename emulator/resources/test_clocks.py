@@ -89,4 +89,8 @@ class TestClocksMixin(Store):
         return at, sub, action
 
     def _subscriptions_on(self, clock_id: str) -> Iterable[Obj]:
-        return [o for o in self.all("subscription") if o["test_clock"] == clock_id]
+        return [
+            o
+            for o in self.candidates("subscription", "test_clock", clock_id)
+            if o["test_clock"] == clock_id
+        ]
