@@ -22,6 +22,7 @@ from starlette.routing import Route
 from emulator import forms
 from emulator.account import Account
 from emulator.errors import StripeApiError, invalid
+from emulator.expand import expand
 from emulator.routes import ROUTES, Handler
 from emulator.store import render
 from emulator.webhooks import Dispatcher
@@ -162,7 +163,10 @@ class Emulator:
 
         try:
             obj = handler(self.account, kwargs, params)
-            status, body = 200, _expand(self.account, render(obj), params.get("expand") or [])
+            body = render(obj)
+            if "expand" in params:
+                expand(self.account.objects, self.account.includable, body, params["expand"])
+            status = 200
         except StripeApiError as err:
             status, body = err.status, err.response(request_id)
         if method == "POST" and key:
@@ -242,16 +246,3 @@ class Emulator:
         self.requests.clear()
         self.dispatcher.log.clear()
         return JSONResponse({"reset": True})
-
-
-def _expand(account: Account, body: Any, paths: list[str]) -> Any:
-    """`expand[]=latest_invoice` and `expand[]=data.customer`: ids replaced by objects."""
-    for path in paths:
-        head, _, rest = path.partition(".")
-        if head == "data" and isinstance(body.get("data"), list):
-            body["data"] = [_expand(account, row, [rest]) for row in body["data"]]
-            continue
-        value = body.get(head)
-        if isinstance(value, str) and value in account.objects:
-            body[head] = _expand(account, render(account.objects[value]), [rest] if rest else [])
-    return body

@@ -37,9 +37,11 @@ class SubscriptionsMixin(Store):
             self,
             invoice: Obj,
             now: int,
-            raise_decline: bool = False,
+            raise_for: str = "",
             payment_method: str | None = None,
+            customer_present: bool = False,
         ) -> bool: ...
+        def _void(self, invoice: Obj, now: int) -> None: ...
 
     def create_subscription(self, p: Obj) -> Obj:
         if not p.get("customer"):
@@ -123,7 +125,9 @@ class SubscriptionsMixin(Store):
         invoice = self._invoice(sub, "subscription_create", now)
         if behavior == "default_incomplete":
             return sub
-        paid = self._collect(invoice, now, raise_decline=behavior == "error_if_incomplete")
+        paid = self._collect(
+            invoice, now, raise_for="subscription" if behavior == "error_if_incomplete" else ""
+        )
         if paid:
             self._set_status(sub, "active", now)
         return sub
@@ -224,7 +228,5 @@ class SubscriptionsMixin(Store):
     def _expire_incomplete(self, sub: Obj, now: int) -> None:
         invoice = self.objects.get(sub["latest_invoice"] or "")
         if invoice and invoice["status"] == "open":
-            invoice["status"] = "void"
-            invoice["status_transitions"]["voided_at"] = now
-            self.emit("invoice.voided", invoice, now=now)
+            self._void(invoice, now)
         self._set_status(sub, "incomplete_expired", now)

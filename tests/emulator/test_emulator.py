@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -395,3 +396,179 @@ def test_an_acknowledged_write_survives_a_clean_stop(tmp_path: Any) -> None:
     finally:
         again.terminate()
         again.wait(10)
+
+
+# --- payments: PaymentIntents, InvoicePayments, test card numbers ----------------------------
+
+
+async def events_for(sdk: stripe.StripeClient, type_: str, object_id: str) -> list[stripe.Event]:
+    """The events of `type_` whose object is `object_id`, oldest first."""
+    page = await sdk.v1.events.list_async({"type": type_, "limit": 100})
+    return [e for e in reversed(page.data) if e.data.object.to_dict().get("id") == object_id]
+
+
+async def test_invoice_payments_tie_each_invoice_to_its_payment_intent(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    # `payments` is includable: left out unless asked for.
+    assert "payments" not in invoice
+    assert invoice.hosted_invoice_url is not None
+    assert invoice.hosted_invoice_url.endswith(f"/_emulator/hosted_invoices/{invoice.id}")
+
+    expanded = await stripe_sdk.v1.invoices.retrieve_async(
+        invoice.id or "", {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert expanded.payments is not None
+    [payment] = expanded.payments.data
+    assert (payment.status, payment.is_default, payment.invoice) == ("paid", True, invoice.id)
+    assert (payment.amount_requested, payment.amount_paid) == (2_900, 2_900)
+    assert payment.payment.type == "payment_intent"
+    pi = payment.payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.amount_received, pi.last_payment_error) == ("succeeded", 2_900, None)
+
+    charge = await stripe_sdk.v1.charges.retrieve_async(str(pi.latest_charge))
+    assert (charge.payment_intent, charge.paid, charge.amount) == (pi.id, True, 2_900)
+    assert (await stripe_sdk.v1.payment_intents.retrieve_async(pi.id)).status == "succeeded"
+    by_invoice = await stripe_sdk.v1.invoice_payments.list_async({"invoice": invoice.id or ""})
+    by_pi = await stripe_sdk.v1.invoice_payments.list_async(
+        {"payment": {"type": "payment_intent", "payment_intent": pi.id}}
+    )
+    assert [p.id for p in by_invoice.data] == [p.id for p in by_pi.data] == [payment.id]
+    with pytest.raises(stripe.InvalidRequestError) as untyped:
+        await stripe_sdk.v1.invoice_payments.list_async(
+            {"payment": {"payment_intent": pi.id}}  # type: ignore[arg-type]  # untyped on purpose
+        )
+    assert untyped.value.param == "payment[type]"
+    assert (await stripe_sdk.v1.invoice_payments.retrieve_async(payment.id)).status == "paid"
+    assert any(
+        e.data.object["id"] == payment.id
+        for e in (await stripe_sdk.v1.events.list_async({"type": "invoice_payment.paid"})).data
+    )
+
+    # What Stripe cannot expand is refused, as it refuses it.
+    for path, refused in (
+        ("payment_intent", "payment_intent"),  # no longer on the invoice
+        ("status_transitions", "status_transitions"),  # a plain sub-object
+        ("metadata", "metadata"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "", {"expand": [path]})
+        assert err.value.http_status == 400
+        assert f"This property cannot be expanded ({refused})." in str(err.value)
+    with pytest.raises(stripe.InvalidRequestError) as deep:
+        await stripe_sdk.v1.subscriptions.retrieve_async(
+            sub.id, {"expand": ["latest_invoice.payments.data.payment.payment_intent"]}
+        )
+    assert "more than 4 levels" in str(deep.value)
+    listed = await stripe_sdk.v1.invoices.list_async(
+        {"customer": customer, "expand": ["data.payments"]}
+    )
+    assert all(inv.payments is not None for inv in listed.data)
+    with pytest.raises(stripe.InvalidRequestError) as hint:
+        await stripe_sdk.v1.invoices.list_async({"customer": customer, "expand": ["payments"]})
+    assert "You may want to try expanding 'data.payments' instead." in str(hint.value)
+
+
+# --- raw card numbers ------------------------------------------------------------------------
+
+
+async def card(
+    sdk: stripe.StripeClient, number: str, month: int, year: int
+) -> stripe.PaymentMethod:
+    return await sdk.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": number, "exp_month": month, "exp_year": year, "cvc": "123"},
+        }
+    )
+
+
+async def test_test_card_numbers_make_payment_methods_that_behave_like_their_tokens(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    today = datetime.now(UTC)
+    visa = await card(stripe_sdk, "4242424242424242", 7, today.year + 2)
+    assert visa.id.startswith("pm_")
+    assert visa.card is not None
+    assert (visa.card.brand, visa.card.last4) == ("visa", "4242")
+    assert (visa.card.exp_month, visa.card.exp_year) == (7, today.year + 2)
+    customer = await stripe_sdk.v1.customers.create_async({"email": "n@example.com"})
+    attached = await stripe_sdk.v1.payment_methods.attach_async(visa.id, {"customer": customer.id})
+    assert attached.customer == customer.id
+
+    # 4000 0000 0000 0002: like pm_card_visa_chargeDeclined, it cannot be attached.
+    declined = await card(stripe_sdk, "4000000000000002", 1, today.year + 1)
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.payment_methods.attach_async(declined.id, {"customer": customer.id})
+    assert (err.value.code, err.value.error and err.value.error.decline_code) == (
+        "card_declined",
+        "generic_decline",
+    )
+
+    # 4000 0027 6000 3184: like pm_card_authenticationRequired, every off-session charge waits.
+    three_ds = await card(stripe_sdk, "4000 0027 6000 3184", 1, today.year + 1)
+    await stripe_sdk.v1.payment_methods.attach_async(three_ds.id, {"customer": customer.id})
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {
+            "customer": customer.id,
+            "items": [{"price": settings.stripe_price_starter_monthly}],
+            "default_payment_method": three_ds.id,
+        }
+    )
+    assert sub.status == "incomplete"
+    pis = await stripe_sdk.v1.invoice_payments.list_async({"invoice": str(sub.latest_invoice)})
+    pi = await stripe_sdk.v1.payment_intents.retrieve_async(str(pis.data[0].payment.payment_intent))
+    assert pi.status == "requires_action"
+
+    for number, month, year, code in (
+        ("4242424242424241", 1, today.year + 1, "incorrect_number"),
+        ("4242424242424242", 13, today.year + 1, "invalid_expiry_month"),
+        ("4242424242424242", 1, today.year - 1, "invalid_expiry_year"),
+        ("4111111111111111", 1, today.year + 1, "card_declined"),  # not a test card
+    ):
+        with pytest.raises(stripe.CardError) as bad:
+            await card(stripe_sdk, number, month, year)
+        assert bad.value.code == code
+
+    # Test tokens expire in the future, as Stripe's do.
+    token_card = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_visa", {"customer": customer.id}
+    )
+    assert token_card.card is not None
+    assert (token_card.card.exp_year, token_card.card.exp_month) > (today.year, today.month)
+
+
+async def test_a_card_that_expires_before_the_renewal_declines_it(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    today = datetime.now(UTC)
+    start = int(today.timestamp())
+    clock = await stripe_sdk.v1.test_helpers.test_clocks.create_async({"frozen_time": start})
+    customer = await stripe_sdk.v1.customers.create_async({"test_clock": clock.id})
+    expiring = await card(stripe_sdk, "4242424242424242", today.month, today.year)  # this month
+    await stripe_sdk.v1.payment_methods.attach_async(expiring.id, {"customer": customer.id})
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {
+            "customer": customer.id,
+            "items": [{"price": settings.stripe_price_starter_monthly}],
+            "default_payment_method": expiring.id,
+        }
+    )
+    assert sub.status == "active"
+    await advance(stripe_sdk, clock.id, add_interval(start, "month") + DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
+    assert sub.status == "past_due"
+    payments = await stripe_sdk.v1.invoice_payments.list_async({"invoice": str(sub.latest_invoice)})
+    pi = await stripe_sdk.v1.payment_intents.retrieve_async(
+        str(payments.data[0].payment.payment_intent)
+    )
+    assert pi.last_payment_error is not None
+    error = pi.last_payment_error.to_dict()
+    assert (error["code"], error["message"]) == ("expired_card", "Your card has expired.")
+    assert "decline_code" not in error  # an error code of its own, as Stripe answers it
