@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ def build(args: argparse.Namespace) -> Any:
     from emulator.app import Emulator
     from emulator.webhooks import Dispatcher
 
-    account = Account(Path(args.state_file) if args.state_file else None)
+    account = Account(
+        Path(args.state_file) if args.state_file else None,
+        public_url=args.public_url or _public_url(args.host, args.port),
+    )
     dispatcher = Dispatcher(
         account, retry_base_seconds=args.webhook_retry_base, max_attempts=args.webhook_attempts
     )
@@ -41,6 +45,15 @@ def build(args: argparse.Namespace) -> Any:
     return emulator
 
 
+def _public_url(host: str, port: int) -> str:
+    """Where clients reach a server bound to host:port (loopback for a wildcard address)."""
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    return f"http://{'127.0.0.1' if wildcard else host}:{port}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stripe-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--webhook-secret", default=None, help="signing secret for --webhook-url")
     serve.add_argument("--webhook-retry-base", type=float, default=1.0, help="first retry delay, s")
     serve.add_argument("--webhook-attempts", type=int, default=8)
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        help="base of the URLs the emulator hands out, e.g. hosted invoice pages "
+        "(default: http://<host>:<port>)",
+    )
     sub.add_parser("seed", help="create the SalesFlow catalog and print its settings")
     args = parser.parse_args(argv)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.cards import Decline
+from emulator.cards import TEST_PAYMENT_METHODS, Decline
 from emulator.errors import StripeApiError, card_error, invalid
 from emulator.store import Obj, Store, new_id, render
 
@@ -39,6 +39,7 @@ class InvoicesMixin(Store):
         def _period(self, sub: Obj) -> tuple[int, int]: ...
         def _set_status(self, sub: Obj, status: str, now: int) -> None: ...
         def _owned_pm(self, customer: Obj, ident: str, param: str) -> Obj: ...
+        def attach_payment_method(self, ident: str, p: Obj) -> Obj: ...
         def _create_payment_intent(
             self, customer: str, amount: int, currency: str, now: int
         ) -> Obj: ...
@@ -193,6 +194,30 @@ class InvoicesMixin(Store):
         if pm:
             self._owned_pm(customer, pm, "payment_method")
         self._collect(invoice, now, raise_for="invoice", payment_method=pm)
+        return invoice
+
+    def pay_hosted_invoice(self, ident: str, p: Obj) -> Obj:
+        """The customer pays on the hosted invoice page (emulator only): with the card the
+        payment is waiting on (completing 3D Secure), or with another card.
+
+        The customer is present, so a card that needs authentication is authenticated. The
+        attempt is the customer's, not the retry schedule's: it does not count in
+        `attempt_count`, except as the invoice's first attempt (the SDK's `attempt_count`)."""
+        invoice = self._open_invoice(ident)
+        customer = self.objects[invoice["customer"]]
+        now = self.now_for(customer)
+        pm = p.get("payment_method")
+        if pm in TEST_PAYMENT_METHODS:
+            pm = self.attach_payment_method(pm, {"customer": customer["id"]})["id"]
+        elif pm:
+            self._owned_pm(customer, pm, "payment_method")
+        self._collect(
+            invoice,
+            now,
+            raise_for="invoice",
+            payment_method=pm,
+            customer_present=True,
+        )
         return invoice
 
     def _open_invoice(self, ident: str) -> Obj:

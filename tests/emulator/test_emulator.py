@@ -398,7 +398,7 @@ def test_an_acknowledged_write_survives_a_clean_stop(tmp_path: Any) -> None:
         again.wait(10)
 
 
-# --- payments: PaymentIntents, InvoicePayments, test card numbers ----------------------------
+# --- payments: PaymentIntents, InvoicePayments, declines, 3D Secure -------------------------
 
 
 async def events_for(sdk: stripe.StripeClient, type_: str, object_id: str) -> list[stripe.Event]:
@@ -473,6 +473,178 @@ async def test_invoice_payments_tie_each_invoice_to_its_payment_intent(
     with pytest.raises(stripe.InvalidRequestError) as hint:
         await stripe_sdk.v1.invoices.list_async({"customer": customer, "expand": ["payments"]})
     assert "You may want to try expanding 'data.payments' instead." in str(hint.value)
+
+
+async def test_an_always_authenticate_card_waits_for_the_customer_on_the_hosted_page(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk, "pm_card_authenticationRequired")
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    assert sub.status == "incomplete"  # a first invoice leaves it incomplete
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(
+        str(sub.latest_invoice), {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert (invoice.status, invoice.attempt_count) == ("open", 1)
+    assert invoice.payments is not None
+    pi = invoice.payments.data[0].payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert pi.status == "requires_action"
+    error = pi.last_payment_error
+    assert error is not None
+    assert (error.type, error.code, error.decline_code) == (
+        "card_error",
+        "authentication_required",
+        "authentication_required",
+    )
+    assert error.charge == pi.latest_charge
+    assert error.payment_method is not None
+    assert error.payment_method.id == pi.payment_method
+    # Both invoice events, and the PaymentIntent's own.
+    for type_ in ("invoice.payment_failed", "invoice.payment_action_required"):
+        assert len(await events_for(stripe_sdk, type_, invoice.id or "")) == 1
+    assert await events_for(stripe_sdk, "payment_intent.requires_action", pi.id)
+
+    # Paying again off-session needs the customer too: Stripe's card error says so.
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.invoices.pay_async(invoice.id or "", {"off_session": True})
+    assert (err.value.http_status, err.value.code) == (
+        402,
+        "invoice_payment_intent_requires_action",
+    )
+    assert err.value.error is not None
+    assert err.value.error.payment_intent is not None
+    assert err.value.error.payment_intent.id == pi.id
+    reread = await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "")
+    assert (reread.status, reread.attempt_count) == ("open", 2)
+
+    # The customer opens the hosted invoice page and authenticates.
+    assert reread.hosted_invoice_url is not None
+    async with httpx.AsyncClient() as http:
+        page = await http.get(reread.hosted_invoice_url)
+        assert page.status_code == 200
+        assert "authenticate" in page.text
+        done = await http.post(reread.hosted_invoice_url, json={})
+    assert done.status_code == 200
+    assert done.json()["status"] == "paid"
+    paid = await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "")
+    assert (paid.status, paid.amount_paid, paid.attempt_count) == ("paid", 9_900, 2)
+    assert (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)).status == "active"
+    assert (await stripe_sdk.v1.payment_intents.retrieve_async(pi.id)).status == "succeeded"
+    async with httpx.AsyncClient() as http:  # the page's own form comes back to the page
+        again = await http.post(
+            reread.hosted_invoice_url,
+            content=b"",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert (again.status_code, again.headers["location"]) == (303, reread.hosted_invoice_url)
+    for type_ in ("invoice.paid", "invoice.payment_succeeded"):
+        assert len(await events_for(stripe_sdk, type_, invoice.id or "")) == 1
+    assert await events_for(stripe_sdk, "payment_intent.succeeded", pi.id)
+    updates = await events_for(stripe_sdk, "customer.subscription.updated", sub.id)
+    assert updates[-1].data.object["status"] == "active"
+
+    # A subscription that must be paid at once is refused with the subscription's error.
+    _, other = await clock_customer(stripe_sdk, "pm_card_authenticationRequired")
+    with pytest.raises(stripe.CardError) as refused:
+        await stripe_sdk.v1.subscriptions.create_async(
+            {
+                "customer": other,
+                "items": [{"price": settings.stripe_price_pro_monthly}],
+                "payment_behavior": "error_if_incomplete",
+            }
+        )
+    assert refused.value.code == "subscription_payment_intent_requires_action"
+
+    # The renewal needs authentication again: the subscription goes past_due.
+    period_end = (
+        (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id))["items"]
+        .data[0]
+        .current_period_end
+    )
+    await advance(stripe_sdk, clock, period_end + DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(
+        sub.id, {"expand": ["latest_invoice.payments"]}
+    )
+    assert sub.status == "past_due"
+    renewal = sub.latest_invoice
+    assert isinstance(renewal, stripe.Invoice)
+    assert (renewal.status, renewal.attempt_count) == ("open", 1)
+    assert renewal.payments is not None
+    renewal_pi = await stripe_sdk.v1.payment_intents.retrieve_async(
+        str(renewal.payments.data[0].payment.payment_intent)
+    )
+    assert renewal_pi.status == "requires_action"
+    assert (
+        len(await events_for(stripe_sdk, "invoice.payment_action_required", renewal.id or "")) == 1
+    )
+
+
+async def test_forced_declines_fail_a_customers_next_charges_with_stripes_error(
+    stripe_sdk: stripe.StripeClient, settings: Settings, emulator: httpx.AsyncClient
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    declines = f"/_emulator/customers/{customer}/declines"
+    forced = await emulator.post(declines, json={"decline_code": "insufficient_funds", "count": 1})
+    assert forced.json() == {
+        "customer": customer,
+        "decline_code": "insufficient_funds",
+        "remaining": 1,
+    }
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    assert sub.status == "incomplete"
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(
+        str(sub.latest_invoice), {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert invoice.payments is not None
+    pi = invoice.payments.data[0].payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.payment_method) == ("requires_payment_method", None)
+    assert pi.last_payment_error is not None
+    assert (pi.last_payment_error.code, pi.last_payment_error.decline_code) == (
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert pi.last_payment_error.message == "Your card has insufficient funds."
+    charge = await stripe_sdk.v1.charges.retrieve_async(str(pi.latest_charge))
+    assert (charge.status, charge.failure_code) == ("failed", "card_declined")
+    assert charge.outcome is not None
+    assert charge.outcome.reason == "insufficient_funds"
+    assert (await emulator.get(declines)).json()["decline_code"] is None  # the count is used up
+    paid = await stripe_sdk.v1.invoices.pay_async(invoice.id or "")
+    assert paid.status == "paid"
+
+    # Until cleared, and in Stripe's own shape: an expired card is an error code of its own.
+    await emulator.post(declines, data={"decline_code": "expired_card"})  # a form works too
+    renewal = await stripe_sdk.v1.subscriptions.update_async(
+        sub.id,
+        {
+            "items": [{"id": sub["items"].data[0].id, "price": settings.stripe_price_pro_yearly}],
+        },
+    )
+    assert renewal.status == "past_due"
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as err:
+            await stripe_sdk.v1.invoices.pay_async(str(renewal.latest_invoice))
+        assert (err.value.code, err.value.error and err.value.error.decline_code) == (
+            "expired_card",
+            None,
+        )
+        assert err.value.user_message == "Your card has expired."
+    assert (await emulator.get(declines)).json()["remaining"] is None
+    await emulator.delete(declines)
+    assert (await stripe_sdk.v1.invoices.pay_async(str(renewal.latest_invoice))).status == "paid"
+
+    unknown = await emulator.post(declines, json={"decline_code": "not_a_reason"})
+    assert unknown.status_code == 400
+    assert "insufficient_funds" in unknown.json()["error"]["message"]
+    nobody = await emulator.post(
+        "/_emulator/customers/cus_nobody/declines", json={"decline_code": "lost_card"}
+    )
+    assert nobody.status_code == 404
 
 
 # --- raw card numbers ------------------------------------------------------------------------
