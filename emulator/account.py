@@ -10,6 +10,7 @@ from emulator.resources.invoices import InvoicesMixin
 from emulator.resources.meters import MetersMixin
 from emulator.resources.payment_intents import PaymentIntentsMixin
 from emulator.resources.payment_methods import PaymentMethodsMixin
+from emulator.resources.refunds import RefundsMixin
 from emulator.resources.subscription_items import SubscriptionItemsMixin
 from emulator.resources.subscriptions import SubscriptionsMixin
 from emulator.resources.test_clocks import TestClocksMixin
@@ -27,6 +28,7 @@ class Account(
     InvoicePaymentsMixin,
     PaymentIntentsMixin,
     ChargesMixin,
+    RefundsMixin,
     TestClocksMixin,
     MetersMixin,
     WebhookEndpointsMixin,
@@ -37,4 +39,6 @@ class Account(
         """A list Stripe leaves out of `obj` unless asked with `expand[]=<field>`."""
         if obj.get("object") == "invoice" and field == "payments" and obj.get("id"):
             return self._included_payments(obj["id"])
+        if obj.get("object") == "charge" and field == "refunds":
+            return self._charge_refunds(obj["id"])
         return None

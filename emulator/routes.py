@@ -161,6 +161,12 @@ def charge_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
     return a.get("charge", k["id"])
 
 
+def charge_list_refunds(a: Account, k: dict[str, str], p: Obj) -> Obj:
+    page = a.list_refunds({**p, "charge": a.get("charge", k["id"])["id"]})
+    page["url"] = f"/v1/charges/{k['id']}/refunds"
+    return page
+
+
 # --- payment intents and invoice payments ----------------------------------------------------
 
 
@@ -174,6 +180,21 @@ def invoice_payment_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
 
 def invoice_payment_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
     return a.get("invoice_payment", k["id"])
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+def refund_create(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.create_refund(p)
+
+
+def refund_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.list_refunds(p)
+
+
+def refund_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
+    return a.get("refund", k["id"])
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -298,9 +319,13 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/v1/invoices/{id}/pay", "invoice_pay", invoice_pay),
     ("GET", "/v1/charges", "charge_list", charge_list),
     ("GET", "/v1/charges/{id}", "charge_retrieve", charge_retrieve),
+    ("GET", "/v1/charges/{id}/refunds", "charge_list_refunds", charge_list_refunds),
     ("GET", "/v1/payment_intents/{id}", "payment_intent_retrieve", payment_intent_retrieve),
     ("GET", "/v1/invoice_payments", "invoice_payment_list", invoice_payment_list),
     ("GET", "/v1/invoice_payments/{id}", "invoice_payment_retrieve", invoice_payment_retrieve),
+    ("POST", "/v1/refunds", "refund_create", refund_create),
+    ("GET", "/v1/refunds", "refund_list", refund_list),
+    ("GET", "/v1/refunds/{id}", "refund_retrieve", refund_retrieve),
     ("GET", "/v1/events", "event_list", event_list),
     ("GET", "/v1/events/{id}", "event_retrieve", event_retrieve),
     ("POST", "/v1/test_helpers/test_clocks", "test_helpers.test_clock_create", test_clock_create),

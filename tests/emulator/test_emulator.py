@@ -398,7 +398,7 @@ def test_an_acknowledged_write_survives_a_clean_stop(tmp_path: Any) -> None:
         again.wait(10)
 
 
-# --- payments: PaymentIntents, InvoicePayments, declines, 3D Secure -------------------------
+# --- payments: PaymentIntents, InvoicePayments, declines, 3D Secure, refunds ------------------
 
 
 async def events_for(sdk: stripe.StripeClient, type_: str, object_id: str) -> list[stripe.Event]:
@@ -645,6 +645,69 @@ async def test_forced_declines_fail_a_customers_next_charges_with_stripes_error(
         "/_emulator/customers/cus_nobody/declines", json={"decline_code": "lost_card"}
     )
     assert nobody.status_code == 404
+
+
+async def test_refunds_update_the_charge_and_refuse_more_than_is_left(
+    stripe_sdk: stripe.StripeClient, settings: Settings, emulator_url: str
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    charges = await stripe_sdk.v1.charges.list_async({"customer": customer})
+    [charge] = charges.data
+    assert charge.payment_intent is not None
+
+    first = await stripe_sdk.v1.refunds.create_async(
+        {"charge": charge.id, "amount": 1_000, "reason": "requested_by_customer"},
+        {"idempotency_key": f"refund-{charge.id}"},
+    )
+    again = await stripe_sdk.v1.refunds.create_async(
+        {"charge": charge.id, "amount": 1_000, "reason": "requested_by_customer"},
+        {"idempotency_key": f"refund-{charge.id}"},
+    )
+    assert again.id == first.id
+    assert (first.status, first.amount, first.payment_intent) == (
+        "succeeded",
+        1_000,
+        charge.payment_intent,
+    )
+    partly = await stripe_sdk.v1.charges.retrieve_async(charge.id)
+    assert (partly.amount_refunded, partly.refunded) == (1_000, False)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await stripe_sdk.v1.refunds.create_async({"charge": charge.id, "amount": 9_000})
+    assert err.value.http_status == 400
+    assert "Refund amount ($90.00) is greater than unrefunded amount on charge ($89.00)" in str(
+        err.value
+    )
+
+    rest = await stripe_sdk.v1.refunds.create_async({"payment_intent": str(charge.payment_intent)})
+    assert (rest.amount, rest.charge) == (8_900, charge.id)
+    refunded = await stripe_sdk.v1.charges.retrieve_async(charge.id, {"expand": ["refunds"]})
+    assert (refunded.amount_refunded, refunded.refunded) == (9_900, True)
+    assert refunded.refunds is not None
+    assert {r.id for r in refunded.refunds.data} == {first.id, rest.id}
+    listed = await stripe_sdk.v1.refunds.list_async({"charge": charge.id})
+    assert [r.id for r in listed.data] == [rest.id, first.id]
+    assert (await stripe_sdk.v1.refunds.retrieve_async(first.id)).amount == 1_000
+    async with httpx.AsyncClient() as http:
+        nested = await http.get(
+            f"{emulator_url}/v1/charges/{charge.id}/refunds",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert [r["id"] for r in nested.json()["data"]] == [rest.id, first.id]
+    with pytest.raises(stripe.InvalidRequestError) as done:
+        await stripe_sdk.v1.refunds.create_async({"charge": charge.id})
+    assert done.value.code == "charge_already_refunded"
+
+    refunded_events = await events_for(stripe_sdk, "charge.refunded", charge.id)
+    assert [e.data.object["amount_refunded"] for e in refunded_events] == [1_000, 9_900]
+    for refund in (first, rest):
+        assert len(await events_for(stripe_sdk, "refund.created", refund.id)) == 1
+    assert not await events_for(stripe_sdk, "charge.refund.updated", first.id)
+    # The invoice stays paid: a refund does not reopen it.
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert invoice.status == "paid"
 
 
 # --- raw card numbers ------------------------------------------------------------------------
