@@ -15,6 +15,7 @@ import uvicorn
 from activities.stripe import stripe_client
 from core.logging import configure_logging
 from core.settings import get_settings
+from emulator.store import DEFAULT_UPCOMING_INVOICE_DAYS
 
 
 def build(args: argparse.Namespace) -> Any:
@@ -25,6 +26,7 @@ def build(args: argparse.Namespace) -> Any:
     account = Account(
         Path(args.state_file) if args.state_file else None,
         public_url=args.public_url or _public_url(args.host, args.port),
+        upcoming_invoice_days=args.upcoming_invoice_days,
     )
     dispatcher = Dispatcher(
         account, retry_base_seconds=args.webhook_retry_base, max_attempts=args.webhook_attempts
@@ -54,6 +56,13 @@ def _public_url(host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if wildcard else host}:{port}"
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stripe-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="base of the URLs the emulator hands out, e.g. hosted invoice pages "
         "(default: http://<host>:<port>)",
+    )
+    serve.add_argument(
+        "--upcoming-invoice-days",
+        type=_positive,
+        default=DEFAULT_UPCOMING_INVOICE_DAYS,
+        help="days before a renewal that invoice.upcoming is sent "
+        f"(default {DEFAULT_UPCOMING_INVOICE_DAYS})",
     )
     sub.add_parser("seed", help="create the SalesFlow catalog and print its settings")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ class InvoicesMixin(Store):
     if TYPE_CHECKING:  # from the Subscriptions, PaymentMethods, PaymentIntents mixins
 
         def _period(self, sub: Obj) -> tuple[int, int]: ...
+        def _period_end(self, sub: Obj, start: int) -> int: ...
         def _set_status(self, sub: Obj, status: str, now: int) -> None: ...
         def _owned_pm(self, customer: Obj, ident: str, param: str) -> Obj: ...
         def attach_payment_method(self, ident: str, p: Obj) -> Obj: ...
@@ -334,6 +335,20 @@ class InvoicesMixin(Store):
             self._cancel_payment_intent(pi, "void_invoice", now)
             self._invoice_payment_canceled(self.objects[invoice["_invoice_payment"]], now)
         self.emit("invoice.voided", invoice, now=now)
+
+    def _invoice_preview(self, sub: Obj, now: int) -> Obj:
+        """The invoice `sub`'s next renewal will create, as `invoice.upcoming` carries it: not
+        stored, and with no id ("The received Invoice object will not have an invoice ID")."""
+        _, start = self._period(sub)
+        end = self._period_end(sub, start)
+        fields, lines = self._invoice_draft(sub, "upcoming", start, end)
+        fields.update(object="invoice", created=now, livemode=False, next_payment_attempt=start)
+        fields["lines"]["data"] = [
+            {"id": f"il_tmp_{new_id('line_item')[3:]}", "object": "line_item", "invoice": None}
+            | line
+            for line in lines
+        ]
+        return fields
 
 
 def _line(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,14 +14,18 @@ import httpx
 import pytest
 import stripe
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from activities.stripe import stripe_client
 from core.settings import Settings
 from emulator.account import Account
+from emulator.app import Emulator
 from emulator.resources.subscriptions import add_interval
+from emulator.webhooks import Dispatcher
 from tests.helpers import API_KEY, ROOT, T0, advance, eventually, free_port, wait_for_http
 
 DAY = 86_400
@@ -708,6 +713,99 @@ async def test_refunds_update_the_charge_and_refuse_more_than_is_left(
     # The invoice stays paid: a refund does not reopen it.
     invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
     assert invoice.status == "paid"
+
+
+async def upcoming_for(sdk: stripe.StripeClient, sub_id: str) -> list[dict[str, Any]]:
+    page = await sdk.v1.events.list_async({"type": "invoice.upcoming", "limit": 100})
+    return [
+        e.data.object.to_dict()
+        for e in reversed(page.data)
+        if e.data.object["parent"]["subscription_details"]["subscription"] == sub_id
+    ]
+
+
+async def test_invoice_upcoming_announces_each_charged_renewal_days_before(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    ending = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    await stripe_sdk.v1.subscriptions.update_async(ending.id, {"cancel_at_period_end": True})
+    renewal = add_interval(T0, "month")
+    await advance(stripe_sdk, clock, renewal - 3 * DAY - 1)
+    assert await upcoming_for(stripe_sdk, sub.id) == []
+    await advance(stripe_sdk, clock, renewal - 3 * DAY)
+    [upcoming] = await upcoming_for(stripe_sdk, sub.id)
+    assert "id" not in upcoming  # a preview: "will not have an invoice ID"
+    assert (upcoming["object"], upcoming["billing_reason"], upcoming["amount_due"]) == (
+        "invoice",
+        "upcoming",
+        2_900,
+    )
+    assert upcoming["next_payment_attempt"] == renewal
+    [line] = upcoming["lines"]["data"]
+    assert line["period"] == {"start": renewal, "end": add_interval(renewal, "month")}
+    # Once per renewal; none for the subscription that ends at its period's end.
+    await advance(stripe_sdk, clock, renewal + DAY)
+    assert len(await upcoming_for(stripe_sdk, sub.id)) == 1
+    assert await upcoming_for(stripe_sdk, ending.id) == []
+    await advance(stripe_sdk, clock, add_interval(renewal, "month") - 3 * DAY)
+    assert len(await upcoming_for(stripe_sdk, sub.id)) == 2
+
+
+@asynccontextmanager
+async def emulator_serving(account: Account) -> AsyncIterator[stripe.StripeClient]:
+    """An emulator over `account` in this process, and an SDK client pointed at it."""
+    import asyncio
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = Emulator(account, Dispatcher(account), api_key=API_KEY).app
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    base = Settings(  # type: ignore[call-arg]  # _env_file: see tests/conftest.py
+        _env_file=None, stripe_api_key=SecretStr(API_KEY), stripe_api_base=url
+    )
+    try:
+        async with stripe_client(base) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_invoice_upcoming_days_are_a_setting() -> None:
+    account = Account(None, upcoming_invoice_days=7, public_url="http://emulator.test")
+    async with emulator_serving(account) as sdk:
+        price = await sdk.v1.prices.create_async(
+            {
+                "currency": "usd",
+                "unit_amount": 500,
+                "recurring": {"interval": "month"},
+                "product_data": {"name": "Weekly notice"},
+            }
+        )
+        clock, customer = await clock_customer(sdk)
+        sub = await sdk.v1.subscriptions.create_async(
+            {"customer": customer, "items": [{"price": price.id}]}
+        )
+        renewal = add_interval(T0, "month")
+        await advance(sdk, clock, renewal - 7 * DAY - 1)
+        assert await upcoming_for(sdk, sub.id) == []
+        await advance(sdk, clock, renewal - 7 * DAY)
+        assert len(await upcoming_for(sdk, sub.id)) == 1
+        invoice = await sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+        assert invoice.hosted_invoice_url == (
+            f"http://emulator.test/_emulator/hosted_invoices/{invoice.id}"
+        )
 
 
 # --- raw card numbers ------------------------------------------------------------------------
