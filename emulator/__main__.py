@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import uvicorn
 from activities.stripe import stripe_client
 from core.logging import configure_logging
 from core.settings import get_settings
+from emulator.store import DEFAULT_UPCOMING_INVOICE_DAYS
 
 
 def build(args: argparse.Namespace) -> Any:
@@ -21,7 +23,11 @@ def build(args: argparse.Namespace) -> Any:
     from emulator.app import Emulator
     from emulator.webhooks import Dispatcher
 
-    account = Account(Path(args.state_file) if args.state_file else None)
+    account = Account(
+        Path(args.state_file) if args.state_file else None,
+        public_url=args.public_url or _public_url(args.host, args.port),
+        upcoming_invoice_days=args.upcoming_invoice_days,
+    )
     dispatcher = Dispatcher(
         account, retry_base_seconds=args.webhook_retry_base, max_attempts=args.webhook_attempts
     )
@@ -41,6 +47,22 @@ def build(args: argparse.Namespace) -> Any:
     return emulator
 
 
+def _public_url(host: str, port: int) -> str:
+    """Where clients reach a server bound to host:port (loopback for a wildcard address)."""
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    return f"http://{'127.0.0.1' if wildcard else host}:{port}"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stripe-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--webhook-secret", default=None, help="signing secret for --webhook-url")
     serve.add_argument("--webhook-retry-base", type=float, default=1.0, help="first retry delay, s")
     serve.add_argument("--webhook-attempts", type=int, default=8)
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        help="base of the URLs the emulator hands out, e.g. hosted invoice pages "
+        "(default: http://<host>:<port>)",
+    )
+    serve.add_argument(
+        "--upcoming-invoice-days",
+        type=_positive,
+        default=DEFAULT_UPCOMING_INVOICE_DAYS,
+        help="days before a renewal that invoice.upcoming is sent "
+        f"(default {DEFAULT_UPCOMING_INVOICE_DAYS})",
+    )
     sub.add_parser("seed", help="create the SalesFlow catalog and print its settings")
     args = parser.parse_args(argv)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import html
 import json
 import re
 import secrets
@@ -16,14 +17,16 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from emulator import forms
 from emulator.account import Account
+from emulator.cards import DECLINES
 from emulator.errors import StripeApiError, invalid
+from emulator.expand import expand
 from emulator.routes import ROUTES, Handler
-from emulator.store import render
+from emulator.store import Obj, render
 from emulator.webhooks import Dispatcher
 
 # How often the state file (if any) is written: it holds everything acknowledged before.
@@ -79,6 +82,16 @@ class Emulator:
                 Route("/_emulator/requests", self._list_requests, methods=["GET"]),
                 Route("/_emulator/webhook_deliveries", self._list_deliveries, methods=["GET"]),
                 Route("/_emulator/reset", self._reset, methods=["POST"]),
+                Route(
+                    "/_emulator/customers/{customer_id}/declines",
+                    self._declines,
+                    methods=["GET", "POST", "DELETE"],
+                ),
+                Route(
+                    "/_emulator/hosted_invoices/{invoice_id}",
+                    self._hosted_invoice,
+                    methods=["GET", "POST"],
+                ),
                 Route("/healthz", lambda _: JSONResponse({"status": "ok"}), methods=["GET"]),
                 Route("/v1/{path:path}", self._api, methods=["GET", "POST", "DELETE"]),
             ],
@@ -162,7 +175,10 @@ class Emulator:
 
         try:
             obj = handler(self.account, kwargs, params)
-            status, body = 200, _expand(self.account, render(obj), params.get("expand") or [])
+            body = render(obj)
+            if "expand" in params:
+                expand(self.account.objects, self.account.includable, body, params["expand"])
+            status = 200
         except StripeApiError as err:
             status, body = err.status, err.response(request_id)
         if method == "POST" and key:
@@ -243,15 +259,101 @@ class Emulator:
         self.dispatcher.log.clear()
         return JSONResponse({"reset": True})
 
+    async def _declines(self, request: Request) -> Response:
+        """Force declines on a customer's next charges: POST `{decline_code, count?}` (JSON or
+        form; no count = until cleared), DELETE clears, GET shows what is set."""
+        customer_id = request.path_params["customer_id"]
+        customer = self.account.objects.get(customer_id)
+        if not customer or customer["object"] != "customer" or customer.get("deleted"):
+            return _control_error(404, f"No such customer: '{customer_id}'")
+        if request.method == "DELETE":
+            self.account.declines.pop(customer_id, None)
+        elif request.method == "POST":
+            body = await _body(request)
+            code = body.get("decline_code")
+            if code not in DECLINES:
+                return _control_error(
+                    400, f"decline_code must be one of: {', '.join(sorted(DECLINES))}"
+                )
+            count = body.get("count")
+            if count is not None:
+                try:
+                    count = int(count)
+                except (TypeError, ValueError):
+                    count = 0
+                if count < 1:
+                    return _control_error(400, "count must be a positive integer")
+            self.account.declines[customer_id] = {"decline_code": code, "remaining": count}
+        forced = self.account.declines.get(customer_id) or {}
+        return JSONResponse(
+            {
+                "customer": customer_id,
+                "decline_code": forced.get("decline_code"),
+                "remaining": forced.get("remaining"),
+            }
+        )
 
-def _expand(account: Account, body: Any, paths: list[str]) -> Any:
-    """`expand[]=latest_invoice` and `expand[]=data.customer`: ids replaced by objects."""
-    for path in paths:
-        head, _, rest = path.partition(".")
-        if head == "data" and isinstance(body.get("data"), list):
-            body["data"] = [_expand(account, row, [rest]) for row in body["data"]]
-            continue
-        value = body.get(head)
-        if isinstance(value, str) and value in account.objects:
-            body[head] = _expand(account, render(account.objects[value]), [rest] if rest else [])
-    return body
+    async def _hosted_invoice(self, request: Request) -> Response:
+        """The hosted invoice page (`invoice.hosted_invoice_url`). GET shows it; POST is the
+        customer paying there, completing 3D Secure: JSON in, JSON out (the invoice, or
+        Stripe's error body), or the page's own form, answered with the page again."""
+        invoice_id = request.path_params["invoice_id"]
+        invoice = self.account.objects.get(invoice_id)
+        if not invoice or invoice["object"] != "invoice" or "hosted_invoice_url" not in invoice:
+            return _control_error(404, f"No such invoice: '{invoice_id}'")
+        from_page = request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        )
+        if request.method == "GET":
+            return HTMLResponse(_hosted_page(invoice, self.account.objects))
+        body = await _body(request)
+        try:
+            self.account.pay_hosted_invoice(
+                invoice_id,
+                {"payment_method": body["payment_method"]} if body.get("payment_method") else {},
+            )
+            status, answer = 200, render(invoice)
+        except StripeApiError as err:
+            status, answer = err.status, err.response(f"req_{secrets.token_hex(7)}")
+        self.account.dirty = True
+        if from_page:
+            return RedirectResponse(str(request.url), status_code=303)
+        return JSONResponse(answer, status_code=status)
+
+
+async def _body(request: Request) -> Obj:
+    """A control's parameters: a JSON object, or a form."""
+    raw = await request.body()
+    if not raw:
+        return {}
+    if request.headers.get("content-type", "").startswith("application/json"):
+        parsed = json.loads(raw)
+        return parsed if isinstance(parsed, dict) else {}
+    return forms.decode(raw.decode())
+
+
+def _control_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+def _hosted_page(invoice: Obj, objects: dict[str, Obj]) -> str:
+    pi = objects.get(invoice.get("_payment_intent", ""))
+    state = invoice["status"]
+    if state == "open" and pi and pi["status"] == "requires_action":
+        state = "open: your bank asks you to authenticate this payment"
+    elif state == "open" and pi and pi["last_payment_error"]:
+        state = f"open: {pi['last_payment_error']['message']}"
+    amount = f"{invoice['amount_due'] / 100:.2f} {invoice['currency'].upper()}"
+    form = (
+        '<form method="post"><button type="submit">Authenticate and pay</button></form>'
+        if invoice["status"] == "open"
+        else ""
+    )
+    return (
+        "<!doctype html><html><head><title>Invoice</title></head><body>"
+        f"<h1>Invoice {html.escape(invoice['number'] or invoice['id'])}</h1>"
+        f"<p>Amount due: {html.escape(amount)}</p>"
+        f"<p>Status: {html.escape(state)}</p>{form}"
+        "<p><small>Stripe emulator: a stand-in for Stripe's hosted invoice page.</small></p>"
+        "</body></html>"
+    )

@@ -30,11 +30,33 @@ class StripeApiError(Exception):
     def response(self, request_id: str) -> dict[str, Any]:
         body = dict(self.body)
         if "code" in body:
-            body["doc_url"] = (
-                f"https://stripe.com/docs/error-codes/{body['code'].replace('_', '-')}"
-            )
+            body["doc_url"] = doc_url(body["code"])
         body["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}"
         return {"error": body}
+
+
+def doc_url(code: str) -> str:
+    """The page an error's `doc_url` names for its `code`."""
+    return f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+
+
+def card_error(
+    message: str,
+    code: str,
+    decline_code: str | None = None,
+    param: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> StripeApiError:
+    """A 402 `card_error`, as a decline answers."""
+    return StripeApiError(
+        402,
+        message,
+        type="card_error",
+        code=code,
+        decline_code=decline_code,
+        param=param,
+        extra=extra,
+    )
 
 
 def missing(resource: str, ident: str, param: str = "id") -> StripeApiError:

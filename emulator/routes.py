@@ -79,6 +79,10 @@ def payment_method_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
     return a.list_payment_methods(p)
 
 
+def payment_method_create(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.create_payment_method(p)
+
+
 def payment_method_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
     return a.retrieve_payment_method(k["id"])
 
@@ -150,11 +154,47 @@ def invoice_pay(a: Account, k: dict[str, str], p: Obj) -> Obj:
 
 
 def charge_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
-    return a.paginate("charge", p, lambda o: p.get("customer") in (None, o["customer"]))
+    return a.list_charges(p)
 
 
 def charge_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
     return a.get("charge", k["id"])
+
+
+def charge_list_refunds(a: Account, k: dict[str, str], p: Obj) -> Obj:
+    page = a.list_refunds({**p, "charge": a.get("charge", k["id"])["id"]})
+    page["url"] = f"/v1/charges/{k['id']}/refunds"
+    return page
+
+
+# --- payment intents and invoice payments ----------------------------------------------------
+
+
+def payment_intent_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
+    return a.get("payment_intent", k["id"])
+
+
+def invoice_payment_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.list_invoice_payments(p)
+
+
+def invoice_payment_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
+    return a.get("invoice_payment", k["id"])
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+def refund_create(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.create_refund(p)
+
+
+def refund_list(a: Account, _: dict[str, str], p: Obj) -> Obj:
+    return a.list_refunds(p)
+
+
+def refund_retrieve(a: Account, k: dict[str, str], _: Obj) -> Obj:
+    return a.get("refund", k["id"])
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -264,6 +304,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "customer_payment_method_list",
         customer_payment_method_list,
     ),
+    ("POST", "/v1/payment_methods", "payment_method_create", payment_method_create),
     ("GET", "/v1/payment_methods", "payment_method_list", payment_method_list),
     ("GET", "/v1/payment_methods/{id}", "payment_method_retrieve", payment_method_retrieve),
     ("POST", "/v1/payment_methods/{id}/attach", "payment_method_attach", payment_method_attach),
@@ -278,6 +319,13 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/v1/invoices/{id}/pay", "invoice_pay", invoice_pay),
     ("GET", "/v1/charges", "charge_list", charge_list),
     ("GET", "/v1/charges/{id}", "charge_retrieve", charge_retrieve),
+    ("GET", "/v1/charges/{id}/refunds", "charge_list_refunds", charge_list_refunds),
+    ("GET", "/v1/payment_intents/{id}", "payment_intent_retrieve", payment_intent_retrieve),
+    ("GET", "/v1/invoice_payments", "invoice_payment_list", invoice_payment_list),
+    ("GET", "/v1/invoice_payments/{id}", "invoice_payment_retrieve", invoice_payment_retrieve),
+    ("POST", "/v1/refunds", "refund_create", refund_create),
+    ("GET", "/v1/refunds", "refund_list", refund_list),
+    ("GET", "/v1/refunds/{id}", "refund_retrieve", refund_retrieve),
     ("GET", "/v1/events", "event_list", event_list),
     ("GET", "/v1/events/{id}", "event_retrieve", event_retrieve),
     ("POST", "/v1/test_helpers/test_clocks", "test_helpers.test_clock_create", test_clock_create),

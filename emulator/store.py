@@ -21,6 +21,13 @@ from emulator.errors import StripeApiError, invalid, missing
 Obj = dict[str, Any]
 DAY = 86_400
 
+# Where the emulator is reached from outside, for the URLs it hands out (hosted invoice pages).
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:12111"
+# Days before a renewal that `invoice.upcoming` is sent. Stripe reads this from the Dashboard's
+# subscription settings (docs.stripe.com/billing/subscriptions/webhooks); the Stripe CLI's own
+# `invoice.upcoming` trigger advances a fresh test account's clock to 3 days before the renewal.
+DEFAULT_UPCOMING_INVOICE_DAYS = 3
+
 _ALPHABET = string.ascii_letters + string.digits
 _PREFIX = {
     "customer": "cus",
@@ -33,6 +40,9 @@ _PREFIX = {
     "line_item": "il",
     "invoiceitem": "ii",
     "charge": "ch",
+    "payment_intent": "pi",
+    "invoice_payment": "inpay",
+    "refund": "re",
     "event": "evt",
     "test_helpers.test_clock": "clock",
     "billing.meter": "mtr",
@@ -68,7 +78,15 @@ def _bool(value: Any) -> bool:
 class Store:
     """What every resource shares: the objects, their indexes, events, lists, the state file."""
 
-    def __init__(self, state_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_file: Path | None = None,
+        *,
+        public_url: str = DEFAULT_PUBLIC_URL,
+        upcoming_invoice_days: int = DEFAULT_UPCOMING_INVOICE_DAYS,
+    ) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.upcoming_invoice_days = upcoming_invoice_days
         self.objects: dict[str, Obj] = {}
         # Indexes, so that nothing scans every object as the account fills: objects by kind,
         # and ids by (kind, field, value) for the fields lists and searches filter on.
@@ -76,6 +94,9 @@ class Store:
         self.by_field: dict[tuple[str, str, str], list[str]] = {}
         self.idempotency: dict[str, Obj] = {}
         self.meter_usage: dict[str, int] = {}  # identifiers already counted
+        # Emulator-only: declines forced on a customer's next charges (customer id ->
+        # {"decline_code", "remaining"}), set through /_emulator/customers/{id}/declines.
+        self.declines: dict[str, Obj] = {}
         self.on_event: Callable[[Obj], None] = lambda event: None
         self._state_file = state_file
         self.dirty = False
@@ -99,6 +120,7 @@ class Store:
         self.by_kind.clear()
         self.by_field.clear()
         self.idempotency.clear()
+        self.declines.clear()
         self.dirty = True
         self.save()
 
@@ -167,11 +189,20 @@ class Store:
         self.on_event(render(event))
 
     def paginate(
-        self, kind: str, params: Obj, match: Callable[[Obj], bool] = lambda o: True
+        self,
+        kind: str,
+        params: Obj,
+        match: Callable[[Obj], bool] = lambda o: True,
+        pool: Iterable[Obj] | None = None,
     ) -> Obj:
-        """Stripe's list envelope: newest first, cursor pagination, `has_more`."""
+        """Stripe's list envelope: newest first, cursor pagination, `has_more`.
+
+        `pool` (already narrowed by an index) replaces the objects of `kind` to filter."""
         indexed = [f for f in INDEXED.get(kind, ()) if isinstance(params.get(f), str)]
-        pool = self.candidates(kind, indexed[0], params[indexed[0]]) if indexed else self.all(kind)
+        if pool is None:
+            pool = (
+                self.candidates(kind, indexed[0], params[indexed[0]]) if indexed else self.all(kind)
+            )
         rows = [o for o in pool if not o.get("deleted")]
         rows = [o for o in rows if match(o) and _created_matches(o, params.get("created"))]
         rows.sort(key=lambda o: (o["created"], o["_seq"]), reverse=True)
@@ -236,16 +267,22 @@ def _created_matches(obj: Obj, spec: Any) -> bool:
 
 
 # The fields lists filter on, indexed per kind (an invoice's subscription is its parent's).
+# An invoice payment's payment intent is its `payment`'s.
 INDEXED: dict[str, tuple[str, ...]] = {
-    "subscription": ("customer",),
+    "subscription": ("customer", "test_clock"),
     "invoice": ("customer", "subscription"),
     "invoiceitem": ("subscription",),
-    "charge": ("customer",),
+    "charge": ("customer", "payment_intent"),
     "payment_method": ("customer",),
+    "payment_intent": ("customer",),
+    "invoice_payment": ("invoice", "payment_intent"),
+    "refund": ("charge", "payment_intent"),
 }
 
 
 def _field(obj: Obj, field: str) -> Any:
     if obj["object"] == "invoice" and field == "subscription":
         return ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    if obj["object"] == "invoice_payment" and field == "payment_intent":
+        return (obj.get("payment") or {}).get("payment_intent")
     return obj.get(field)

@@ -20,8 +20,9 @@ class SubscriptionItemsMixin(Store):
             self,
             invoice: Obj,
             now: int,
-            raise_decline: bool = False,
+            raise_for: str = "",
             payment_method: str | None = None,
+            customer_present: bool = False,
         ) -> bool: ...
 
     def _change_items(self, sub: Obj, changes: list[Obj], proration: str, now: int) -> None:

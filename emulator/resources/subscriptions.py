@@ -37,9 +37,12 @@ class SubscriptionsMixin(Store):
             self,
             invoice: Obj,
             now: int,
-            raise_decline: bool = False,
+            raise_for: str = "",
             payment_method: str | None = None,
+            customer_present: bool = False,
         ) -> bool: ...
+        def _void(self, invoice: Obj, now: int) -> None: ...
+        def _invoice_preview(self, sub: Obj, now: int) -> Obj: ...
 
     def create_subscription(self, p: Obj) -> Obj:
         if not p.get("customer"):
@@ -123,7 +126,9 @@ class SubscriptionsMixin(Store):
         invoice = self._invoice(sub, "subscription_create", now)
         if behavior == "default_incomplete":
             return sub
-        paid = self._collect(invoice, now, raise_decline=behavior == "error_if_incomplete")
+        paid = self._collect(
+            invoice, now, raise_for="subscription" if behavior == "error_if_incomplete" else ""
+        )
         if paid:
             self._set_status(sub, "active", now)
         return sub
@@ -224,7 +229,21 @@ class SubscriptionsMixin(Store):
     def _expire_incomplete(self, sub: Obj, now: int) -> None:
         invoice = self.objects.get(sub["latest_invoice"] or "")
         if invoice and invoice["status"] == "open":
-            invoice["status"] = "void"
-            invoice["status_transitions"]["voided_at"] = now
-            self.emit("invoice.voided", invoice, now=now)
+            self._void(invoice, now)
         self._set_status(sub, "incomplete_expired", now)
+
+    def _renews_charged(self, sub: Obj) -> bool:
+        """Whether the subscription's next renewal creates an invoice that is charged
+        automatically (what `invoice.upcoming` announces): not once it is set to cancel."""
+        if sub["collection_method"] != "charge_automatically" or sub["cancel_at_period_end"]:
+            return False
+        if sub["status"] not in ("trialing", "active", "past_due"):
+            return False
+        return sub["cancel_at"] is None or sub["cancel_at"] > self._period(sub)[1]
+
+    def _invoice_upcoming(self, sub: Obj, now: int) -> None:
+        """`invoice.upcoming`: "Occurs X number of days before a subscription is scheduled to
+        create an invoice that is automatically charged" (the SDK's Event types), once per
+        renewal."""
+        sub["_upcoming_sent_for"] = self._period(sub)[1]
+        self.emit("invoice.upcoming", self._invoice_preview(sub, now), now=now)

@@ -18,6 +18,8 @@ class TestClocksMixin(Store):
         def _end_trial(self, sub: Obj, now: int) -> None: ...
         def _renew(self, sub: Obj, now: int) -> None: ...
         def _expire_incomplete(self, sub: Obj, now: int) -> None: ...
+        def _renews_charged(self, sub: Obj) -> bool: ...
+        def _invoice_upcoming(self, sub: Obj, now: int) -> None: ...
 
     def create_test_clock(self, p: Obj) -> Obj:
         if "frozen_time" not in p:
@@ -58,8 +60,15 @@ class TestClocksMixin(Store):
         self, clock_id: str, target: int
     ) -> tuple[int, Obj, Callable[[Obj, int], None]] | None:
         due: list[tuple[int, int, Obj, Callable[[Obj, int], None]]] = []
+        frozen = int(self.objects[clock_id]["frozen_time"])
         for sub in self._subscriptions_on(clock_id):
             status = sub["status"]
+            start, end = self._period(sub)
+            if self._renews_charged(sub) and sub.get("_upcoming_sent_for") != end:
+                # `invoice.upcoming` N days before the renewal (at once when the period is
+                # shorter than that, or when the renewal became charged inside the window).
+                at = max(end - self.upcoming_invoice_days * DAY, start, frozen)
+                due.append((at, sub["_seq"], sub, self._invoice_upcoming))
             if status == "trialing":
                 if not sub.get("_trial_will_end_sent"):
                     due.append(
@@ -89,4 +98,8 @@ class TestClocksMixin(Store):
         return at, sub, action
 
     def _subscriptions_on(self, clock_id: str) -> Iterable[Obj]:
-        return [o for o in self.all("subscription") if o["test_clock"] == clock_id]
+        return [
+            o
+            for o in self.candidates("subscription", "test_clock", clock_id)
+            if o["test_clock"] == clock_id
+        ]

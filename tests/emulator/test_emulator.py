@@ -6,20 +6,26 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from activities.stripe import stripe_client
 from core.settings import Settings
 from emulator.account import Account
+from emulator.app import Emulator
 from emulator.resources.subscriptions import add_interval
+from emulator.webhooks import Dispatcher
 from tests.helpers import API_KEY, ROOT, T0, advance, eventually, free_port, wait_for_http
 
 DAY = 86_400
@@ -395,3 +401,507 @@ def test_an_acknowledged_write_survives_a_clean_stop(tmp_path: Any) -> None:
     finally:
         again.terminate()
         again.wait(10)
+
+
+# --- payments: PaymentIntents, InvoicePayments, declines, 3D Secure, refunds ------------------
+
+
+async def events_for(sdk: stripe.StripeClient, type_: str, object_id: str) -> list[stripe.Event]:
+    """The events of `type_` whose object is `object_id`, oldest first."""
+    page = await sdk.v1.events.list_async({"type": type_, "limit": 100})
+    return [e for e in reversed(page.data) if e.data.object.to_dict().get("id") == object_id]
+
+
+async def test_invoice_payments_tie_each_invoice_to_its_payment_intent(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    # `payments` is includable: left out unless asked for.
+    assert "payments" not in invoice
+    assert invoice.hosted_invoice_url is not None
+    assert invoice.hosted_invoice_url.endswith(f"/_emulator/hosted_invoices/{invoice.id}")
+
+    expanded = await stripe_sdk.v1.invoices.retrieve_async(
+        invoice.id or "", {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert expanded.payments is not None
+    [payment] = expanded.payments.data
+    assert (payment.status, payment.is_default, payment.invoice) == ("paid", True, invoice.id)
+    assert (payment.amount_requested, payment.amount_paid) == (2_900, 2_900)
+    assert payment.payment.type == "payment_intent"
+    pi = payment.payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.amount_received, pi.last_payment_error) == ("succeeded", 2_900, None)
+
+    charge = await stripe_sdk.v1.charges.retrieve_async(str(pi.latest_charge))
+    assert (charge.payment_intent, charge.paid, charge.amount) == (pi.id, True, 2_900)
+    assert (await stripe_sdk.v1.payment_intents.retrieve_async(pi.id)).status == "succeeded"
+    by_invoice = await stripe_sdk.v1.invoice_payments.list_async({"invoice": invoice.id or ""})
+    by_pi = await stripe_sdk.v1.invoice_payments.list_async(
+        {"payment": {"type": "payment_intent", "payment_intent": pi.id}}
+    )
+    assert [p.id for p in by_invoice.data] == [p.id for p in by_pi.data] == [payment.id]
+    with pytest.raises(stripe.InvalidRequestError) as untyped:
+        await stripe_sdk.v1.invoice_payments.list_async(
+            {"payment": {"payment_intent": pi.id}}  # type: ignore[arg-type]  # untyped on purpose
+        )
+    assert untyped.value.param == "payment[type]"
+    assert (await stripe_sdk.v1.invoice_payments.retrieve_async(payment.id)).status == "paid"
+    assert any(
+        e.data.object["id"] == payment.id
+        for e in (await stripe_sdk.v1.events.list_async({"type": "invoice_payment.paid"})).data
+    )
+
+    # What Stripe cannot expand is refused, as it refuses it.
+    for path, refused in (
+        ("payment_intent", "payment_intent"),  # no longer on the invoice
+        ("status_transitions", "status_transitions"),  # a plain sub-object
+        ("metadata", "metadata"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "", {"expand": [path]})
+        assert err.value.http_status == 400
+        assert f"This property cannot be expanded ({refused})." in str(err.value)
+    with pytest.raises(stripe.InvalidRequestError) as deep:
+        await stripe_sdk.v1.subscriptions.retrieve_async(
+            sub.id, {"expand": ["latest_invoice.payments.data.payment.payment_intent"]}
+        )
+    assert "more than 4 levels" in str(deep.value)
+    listed = await stripe_sdk.v1.invoices.list_async(
+        {"customer": customer, "expand": ["data.payments"]}
+    )
+    assert all(inv.payments is not None for inv in listed.data)
+    with pytest.raises(stripe.InvalidRequestError) as hint:
+        await stripe_sdk.v1.invoices.list_async({"customer": customer, "expand": ["payments"]})
+    assert "You may want to try expanding 'data.payments' instead." in str(hint.value)
+
+
+async def test_an_always_authenticate_card_waits_for_the_customer_on_the_hosted_page(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk, "pm_card_authenticationRequired")
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    assert sub.status == "incomplete"  # a first invoice leaves it incomplete
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(
+        str(sub.latest_invoice), {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert (invoice.status, invoice.attempt_count) == ("open", 1)
+    assert invoice.payments is not None
+    pi = invoice.payments.data[0].payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert pi.status == "requires_action"
+    error = pi.last_payment_error
+    assert error is not None
+    assert (error.type, error.code, error.decline_code) == (
+        "card_error",
+        "authentication_required",
+        "authentication_required",
+    )
+    assert error.charge == pi.latest_charge
+    assert error.payment_method is not None
+    assert error.payment_method.id == pi.payment_method
+    # Both invoice events, and the PaymentIntent's own.
+    for type_ in ("invoice.payment_failed", "invoice.payment_action_required"):
+        assert len(await events_for(stripe_sdk, type_, invoice.id or "")) == 1
+    assert await events_for(stripe_sdk, "payment_intent.requires_action", pi.id)
+
+    # Paying again off-session needs the customer too: Stripe's card error says so.
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.invoices.pay_async(invoice.id or "", {"off_session": True})
+    assert (err.value.http_status, err.value.code) == (
+        402,
+        "invoice_payment_intent_requires_action",
+    )
+    assert err.value.error is not None
+    assert err.value.error.payment_intent is not None
+    assert err.value.error.payment_intent.id == pi.id
+    reread = await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "")
+    assert (reread.status, reread.attempt_count) == ("open", 2)
+
+    # The customer opens the hosted invoice page and authenticates.
+    assert reread.hosted_invoice_url is not None
+    async with httpx.AsyncClient() as http:
+        page = await http.get(reread.hosted_invoice_url)
+        assert page.status_code == 200
+        assert "authenticate" in page.text
+        done = await http.post(reread.hosted_invoice_url, json={})
+    assert done.status_code == 200
+    assert done.json()["status"] == "paid"
+    paid = await stripe_sdk.v1.invoices.retrieve_async(invoice.id or "")
+    assert (paid.status, paid.amount_paid, paid.attempt_count) == ("paid", 9_900, 2)
+    assert (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)).status == "active"
+    assert (await stripe_sdk.v1.payment_intents.retrieve_async(pi.id)).status == "succeeded"
+    async with httpx.AsyncClient() as http:  # the page's own form comes back to the page
+        again = await http.post(
+            reread.hosted_invoice_url,
+            content=b"",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert (again.status_code, again.headers["location"]) == (303, reread.hosted_invoice_url)
+    for type_ in ("invoice.paid", "invoice.payment_succeeded"):
+        assert len(await events_for(stripe_sdk, type_, invoice.id or "")) == 1
+    assert await events_for(stripe_sdk, "payment_intent.succeeded", pi.id)
+    updates = await events_for(stripe_sdk, "customer.subscription.updated", sub.id)
+    assert updates[-1].data.object["status"] == "active"
+
+    # A subscription that must be paid at once is refused with the subscription's error.
+    _, other = await clock_customer(stripe_sdk, "pm_card_authenticationRequired")
+    with pytest.raises(stripe.CardError) as refused:
+        await stripe_sdk.v1.subscriptions.create_async(
+            {
+                "customer": other,
+                "items": [{"price": settings.stripe_price_pro_monthly}],
+                "payment_behavior": "error_if_incomplete",
+            }
+        )
+    assert refused.value.code == "subscription_payment_intent_requires_action"
+
+    # The renewal needs authentication again: the subscription goes past_due.
+    period_end = (
+        (await stripe_sdk.v1.subscriptions.retrieve_async(sub.id))["items"]
+        .data[0]
+        .current_period_end
+    )
+    await advance(stripe_sdk, clock, period_end + DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(
+        sub.id, {"expand": ["latest_invoice.payments"]}
+    )
+    assert sub.status == "past_due"
+    renewal = sub.latest_invoice
+    assert isinstance(renewal, stripe.Invoice)
+    assert (renewal.status, renewal.attempt_count) == ("open", 1)
+    assert renewal.payments is not None
+    renewal_pi = await stripe_sdk.v1.payment_intents.retrieve_async(
+        str(renewal.payments.data[0].payment.payment_intent)
+    )
+    assert renewal_pi.status == "requires_action"
+    assert (
+        len(await events_for(stripe_sdk, "invoice.payment_action_required", renewal.id or "")) == 1
+    )
+
+
+async def test_forced_declines_fail_a_customers_next_charges_with_stripes_error(
+    stripe_sdk: stripe.StripeClient, settings: Settings, emulator: httpx.AsyncClient
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    declines = f"/_emulator/customers/{customer}/declines"
+    forced = await emulator.post(declines, json={"decline_code": "insufficient_funds", "count": 1})
+    assert forced.json() == {
+        "customer": customer,
+        "decline_code": "insufficient_funds",
+        "remaining": 1,
+    }
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    assert sub.status == "incomplete"
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(
+        str(sub.latest_invoice), {"expand": ["payments.data.payment.payment_intent"]}
+    )
+    assert invoice.payments is not None
+    pi = invoice.payments.data[0].payment.payment_intent
+    assert isinstance(pi, stripe.PaymentIntent)
+    assert (pi.status, pi.payment_method) == ("requires_payment_method", None)
+    assert pi.last_payment_error is not None
+    assert (pi.last_payment_error.code, pi.last_payment_error.decline_code) == (
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert pi.last_payment_error.message == "Your card has insufficient funds."
+    charge = await stripe_sdk.v1.charges.retrieve_async(str(pi.latest_charge))
+    assert (charge.status, charge.failure_code) == ("failed", "card_declined")
+    assert charge.outcome is not None
+    assert charge.outcome.reason == "insufficient_funds"
+    assert (await emulator.get(declines)).json()["decline_code"] is None  # the count is used up
+    paid = await stripe_sdk.v1.invoices.pay_async(invoice.id or "")
+    assert paid.status == "paid"
+
+    # Until cleared, and in Stripe's own shape: an expired card is an error code of its own.
+    await emulator.post(declines, data={"decline_code": "expired_card"})  # a form works too
+    renewal = await stripe_sdk.v1.subscriptions.update_async(
+        sub.id,
+        {
+            "items": [{"id": sub["items"].data[0].id, "price": settings.stripe_price_pro_yearly}],
+        },
+    )
+    assert renewal.status == "past_due"
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as err:
+            await stripe_sdk.v1.invoices.pay_async(str(renewal.latest_invoice))
+        assert (err.value.code, err.value.error and err.value.error.decline_code) == (
+            "expired_card",
+            None,
+        )
+        assert err.value.user_message == "Your card has expired."
+    assert (await emulator.get(declines)).json()["remaining"] is None
+    await emulator.delete(declines)
+    assert (await stripe_sdk.v1.invoices.pay_async(str(renewal.latest_invoice))).status == "paid"
+
+    unknown = await emulator.post(declines, json={"decline_code": "not_a_reason"})
+    assert unknown.status_code == 400
+    assert "insufficient_funds" in unknown.json()["error"]["message"]
+    nobody = await emulator.post(
+        "/_emulator/customers/cus_nobody/declines", json={"decline_code": "lost_card"}
+    )
+    assert nobody.status_code == 404
+
+
+async def test_refunds_update_the_charge_and_refuse_more_than_is_left(
+    stripe_sdk: stripe.StripeClient, settings: Settings, emulator_url: str
+) -> None:
+    _, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    charges = await stripe_sdk.v1.charges.list_async({"customer": customer})
+    [charge] = charges.data
+    assert charge.payment_intent is not None
+
+    first = await stripe_sdk.v1.refunds.create_async(
+        {"charge": charge.id, "amount": 1_000, "reason": "requested_by_customer"},
+        {"idempotency_key": f"refund-{charge.id}"},
+    )
+    again = await stripe_sdk.v1.refunds.create_async(
+        {"charge": charge.id, "amount": 1_000, "reason": "requested_by_customer"},
+        {"idempotency_key": f"refund-{charge.id}"},
+    )
+    assert again.id == first.id
+    assert (first.status, first.amount, first.payment_intent) == (
+        "succeeded",
+        1_000,
+        charge.payment_intent,
+    )
+    partly = await stripe_sdk.v1.charges.retrieve_async(charge.id)
+    assert (partly.amount_refunded, partly.refunded) == (1_000, False)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await stripe_sdk.v1.refunds.create_async({"charge": charge.id, "amount": 9_000})
+    assert err.value.http_status == 400
+    assert "Refund amount ($90.00) is greater than unrefunded amount on charge ($89.00)" in str(
+        err.value
+    )
+
+    rest = await stripe_sdk.v1.refunds.create_async({"payment_intent": str(charge.payment_intent)})
+    assert (rest.amount, rest.charge) == (8_900, charge.id)
+    refunded = await stripe_sdk.v1.charges.retrieve_async(charge.id, {"expand": ["refunds"]})
+    assert (refunded.amount_refunded, refunded.refunded) == (9_900, True)
+    assert refunded.refunds is not None
+    assert {r.id for r in refunded.refunds.data} == {first.id, rest.id}
+    listed = await stripe_sdk.v1.refunds.list_async({"charge": charge.id})
+    assert [r.id for r in listed.data] == [rest.id, first.id]
+    assert (await stripe_sdk.v1.refunds.retrieve_async(first.id)).amount == 1_000
+    async with httpx.AsyncClient() as http:
+        nested = await http.get(
+            f"{emulator_url}/v1/charges/{charge.id}/refunds",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert [r["id"] for r in nested.json()["data"]] == [rest.id, first.id]
+    with pytest.raises(stripe.InvalidRequestError) as done:
+        await stripe_sdk.v1.refunds.create_async({"charge": charge.id})
+    assert done.value.code == "charge_already_refunded"
+
+    refunded_events = await events_for(stripe_sdk, "charge.refunded", charge.id)
+    assert [e.data.object["amount_refunded"] for e in refunded_events] == [1_000, 9_900]
+    for refund in (first, rest):
+        assert len(await events_for(stripe_sdk, "refund.created", refund.id)) == 1
+    assert not await events_for(stripe_sdk, "charge.refund.updated", first.id)
+    # The invoice stays paid: a refund does not reopen it.
+    invoice = await stripe_sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+    assert invoice.status == "paid"
+
+
+async def upcoming_for(sdk: stripe.StripeClient, sub_id: str) -> list[dict[str, Any]]:
+    page = await sdk.v1.events.list_async({"type": "invoice.upcoming", "limit": 100})
+    return [
+        e.data.object.to_dict()
+        for e in reversed(page.data)
+        if e.data.object["parent"]["subscription_details"]["subscription"] == sub_id
+    ]
+
+
+async def test_invoice_upcoming_announces_each_charged_renewal_days_before(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    clock, customer = await clock_customer(stripe_sdk)
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_starter_monthly}]}
+    )
+    ending = await stripe_sdk.v1.subscriptions.create_async(
+        {"customer": customer, "items": [{"price": settings.stripe_price_pro_monthly}]}
+    )
+    await stripe_sdk.v1.subscriptions.update_async(ending.id, {"cancel_at_period_end": True})
+    renewal = add_interval(T0, "month")
+    await advance(stripe_sdk, clock, renewal - 3 * DAY - 1)
+    assert await upcoming_for(stripe_sdk, sub.id) == []
+    await advance(stripe_sdk, clock, renewal - 3 * DAY)
+    [upcoming] = await upcoming_for(stripe_sdk, sub.id)
+    assert "id" not in upcoming  # a preview: "will not have an invoice ID"
+    assert (upcoming["object"], upcoming["billing_reason"], upcoming["amount_due"]) == (
+        "invoice",
+        "upcoming",
+        2_900,
+    )
+    assert upcoming["next_payment_attempt"] == renewal
+    [line] = upcoming["lines"]["data"]
+    assert line["period"] == {"start": renewal, "end": add_interval(renewal, "month")}
+    # Once per renewal; none for the subscription that ends at its period's end.
+    await advance(stripe_sdk, clock, renewal + DAY)
+    assert len(await upcoming_for(stripe_sdk, sub.id)) == 1
+    assert await upcoming_for(stripe_sdk, ending.id) == []
+    await advance(stripe_sdk, clock, add_interval(renewal, "month") - 3 * DAY)
+    assert len(await upcoming_for(stripe_sdk, sub.id)) == 2
+
+
+@asynccontextmanager
+async def emulator_serving(account: Account) -> AsyncIterator[stripe.StripeClient]:
+    """An emulator over `account` in this process, and an SDK client pointed at it."""
+    import asyncio
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = Emulator(account, Dispatcher(account), api_key=API_KEY).app
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    base = Settings(  # type: ignore[call-arg]  # _env_file: see tests/conftest.py
+        _env_file=None, stripe_api_key=SecretStr(API_KEY), stripe_api_base=url
+    )
+    try:
+        async with stripe_client(base) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_invoice_upcoming_days_are_a_setting() -> None:
+    account = Account(None, upcoming_invoice_days=7, public_url="http://emulator.test")
+    async with emulator_serving(account) as sdk:
+        price = await sdk.v1.prices.create_async(
+            {
+                "currency": "usd",
+                "unit_amount": 500,
+                "recurring": {"interval": "month"},
+                "product_data": {"name": "Weekly notice"},
+            }
+        )
+        clock, customer = await clock_customer(sdk)
+        sub = await sdk.v1.subscriptions.create_async(
+            {"customer": customer, "items": [{"price": price.id}]}
+        )
+        renewal = add_interval(T0, "month")
+        await advance(sdk, clock, renewal - 7 * DAY - 1)
+        assert await upcoming_for(sdk, sub.id) == []
+        await advance(sdk, clock, renewal - 7 * DAY)
+        assert len(await upcoming_for(sdk, sub.id)) == 1
+        invoice = await sdk.v1.invoices.retrieve_async(str(sub.latest_invoice))
+        assert invoice.hosted_invoice_url == (
+            f"http://emulator.test/_emulator/hosted_invoices/{invoice.id}"
+        )
+
+
+# --- raw card numbers ------------------------------------------------------------------------
+
+
+async def card(
+    sdk: stripe.StripeClient, number: str, month: int, year: int
+) -> stripe.PaymentMethod:
+    return await sdk.v1.payment_methods.create_async(
+        {
+            "type": "card",
+            "card": {"number": number, "exp_month": month, "exp_year": year, "cvc": "123"},
+        }
+    )
+
+
+async def test_test_card_numbers_make_payment_methods_that_behave_like_their_tokens(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    today = datetime.now(UTC)
+    visa = await card(stripe_sdk, "4242424242424242", 7, today.year + 2)
+    assert visa.id.startswith("pm_")
+    assert visa.card is not None
+    assert (visa.card.brand, visa.card.last4) == ("visa", "4242")
+    assert (visa.card.exp_month, visa.card.exp_year) == (7, today.year + 2)
+    customer = await stripe_sdk.v1.customers.create_async({"email": "n@example.com"})
+    attached = await stripe_sdk.v1.payment_methods.attach_async(visa.id, {"customer": customer.id})
+    assert attached.customer == customer.id
+
+    # 4000 0000 0000 0002: like pm_card_visa_chargeDeclined, it cannot be attached.
+    declined = await card(stripe_sdk, "4000000000000002", 1, today.year + 1)
+    with pytest.raises(stripe.CardError) as err:
+        await stripe_sdk.v1.payment_methods.attach_async(declined.id, {"customer": customer.id})
+    assert (err.value.code, err.value.error and err.value.error.decline_code) == (
+        "card_declined",
+        "generic_decline",
+    )
+
+    # 4000 0027 6000 3184: like pm_card_authenticationRequired, every off-session charge waits.
+    three_ds = await card(stripe_sdk, "4000 0027 6000 3184", 1, today.year + 1)
+    await stripe_sdk.v1.payment_methods.attach_async(three_ds.id, {"customer": customer.id})
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {
+            "customer": customer.id,
+            "items": [{"price": settings.stripe_price_starter_monthly}],
+            "default_payment_method": three_ds.id,
+        }
+    )
+    assert sub.status == "incomplete"
+    pis = await stripe_sdk.v1.invoice_payments.list_async({"invoice": str(sub.latest_invoice)})
+    pi = await stripe_sdk.v1.payment_intents.retrieve_async(str(pis.data[0].payment.payment_intent))
+    assert pi.status == "requires_action"
+
+    for number, month, year, code in (
+        ("4242424242424241", 1, today.year + 1, "incorrect_number"),
+        ("4242424242424242", 13, today.year + 1, "invalid_expiry_month"),
+        ("4242424242424242", 1, today.year - 1, "invalid_expiry_year"),
+        ("4111111111111111", 1, today.year + 1, "card_declined"),  # not a test card
+    ):
+        with pytest.raises(stripe.CardError) as bad:
+            await card(stripe_sdk, number, month, year)
+        assert bad.value.code == code
+
+    # Test tokens expire in the future, as Stripe's do.
+    token_card = await stripe_sdk.v1.payment_methods.attach_async(
+        "pm_card_visa", {"customer": customer.id}
+    )
+    assert token_card.card is not None
+    assert (token_card.card.exp_year, token_card.card.exp_month) > (today.year, today.month)
+
+
+async def test_a_card_that_expires_before_the_renewal_declines_it(
+    stripe_sdk: stripe.StripeClient, settings: Settings
+) -> None:
+    today = datetime.now(UTC)
+    start = int(today.timestamp())
+    clock = await stripe_sdk.v1.test_helpers.test_clocks.create_async({"frozen_time": start})
+    customer = await stripe_sdk.v1.customers.create_async({"test_clock": clock.id})
+    expiring = await card(stripe_sdk, "4242424242424242", today.month, today.year)  # this month
+    await stripe_sdk.v1.payment_methods.attach_async(expiring.id, {"customer": customer.id})
+    sub = await stripe_sdk.v1.subscriptions.create_async(
+        {
+            "customer": customer.id,
+            "items": [{"price": settings.stripe_price_starter_monthly}],
+            "default_payment_method": expiring.id,
+        }
+    )
+    assert sub.status == "active"
+    await advance(stripe_sdk, clock.id, add_interval(start, "month") + DAY)
+    sub = await stripe_sdk.v1.subscriptions.retrieve_async(sub.id)
+    assert sub.status == "past_due"
+    payments = await stripe_sdk.v1.invoice_payments.list_async({"invoice": str(sub.latest_invoice)})
+    pi = await stripe_sdk.v1.payment_intents.retrieve_async(
+        str(payments.data[0].payment.payment_intent)
+    )
+    assert pi.last_payment_error is not None
+    error = pi.last_payment_error.to_dict()
+    assert (error["code"], error["message"]) == ("expired_card", "Your card has expired.")
+    assert "decline_code" not in error  # an error code of its own, as Stripe answers it
