@@ -481,13 +481,16 @@ def _last_payment(inv: stripe.Invoice) -> tuple[PaymentError | None, bool]:
     if not isinstance(intent, stripe.PaymentIntent):
         return None, False
     err = intent.last_payment_error
+    # Stripe leaves out what does not apply (an `expired_card` error has no decline code).
     error = (
         PaymentError(
-            code=err.code,
-            decline_code=err.decline_code,
-            advice_code=err.advice_code,
-            message=err.message,
-            payment_method=err.payment_method.id if err.payment_method else None,
+            code=err.code if "code" in err else None,
+            decline_code=err.decline_code if "decline_code" in err else None,
+            advice_code=err.advice_code if "advice_code" in err else None,
+            message=err.message if "message" in err else None,
+            payment_method=err.payment_method.id
+            if "payment_method" in err and err.payment_method
+            else None,
         )
         if err
         else None

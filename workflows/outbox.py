@@ -99,12 +99,14 @@ class Outbox:
         recovered: bool = False,
         at: datetime | None = None,
         error: PaymentError | None = None,
+        attempt: int | None = None,
     ) -> None:
-        """Queue a ledger row: one payment attempt of an invoice (succeeded or failed)."""
+        """Queue a ledger row: one payment attempt of an invoice (succeeded or failed), by
+        default the invoice's `attempt_count`."""
         s = self.state
         entry = LedgerEntry(
             invoice_id=inv.id,
-            attempt=inv.attempt_count,
+            attempt=attempt or inv.attempt_count,
             kind=kind,
             amount_minor=amount,
             currency=inv.currency,

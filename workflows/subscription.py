@@ -234,7 +234,8 @@ class SubscriptionWorkflow:
             if ref.type == "customer.subscription.trial_will_end":
                 await self._trial_reminder()
 
-    async def _check_invoice(self, invoice_id: str) -> None:
+    async def _check_invoice(self, invoice_id: str) -> InvoiceState | None:
+        """Re-read an invoice and act on it; the invoice, or None if Stripe has it not."""
         try:
             inv = await calls.stripe_read(
                 StripeActivities.get_invoice, invoice_id, f"re-read invoice {invoice_id}"
@@ -245,8 +246,9 @@ class SubscriptionWorkflow:
             if invoice_id == self.state.dunning_invoice_id:  # dunning cannot go on with it
                 self._end_dunning()
                 await self._sync(check_invoice=False)
-            return
+            return None
         await self._on_invoice(inv)
+        return inv
 
     async def _on_invoice(self, inv: InvoiceState, resync: bool = True) -> None:
         if inv.subscription_id != self.state.subscription_id:
@@ -261,15 +263,18 @@ class SubscriptionWorkflow:
 
     # --- payments and dunning: each step beside what triggers it --------------------------
 
-    async def _on_failed_attempt(self, inv: InvoiceState) -> None:
-        """A failed payment attempt, counted once however many times we hear of it."""
+    async def _on_failed_attempt(self, inv: InvoiceState, retry_key: str | None = None) -> None:
+        """A failed payment attempt, counted once however many times we hear of it: Stripe's
+        by the invoice's `attempt_count`, a retry of ours by the retry's idempotency key."""
         s = self.state
-        attempt = f"{inv.id}#{inv.attempt_count}"
+        attempt = retry_key or f"{inv.id}#{inv.attempt_count}"
         if attempt in s.counted_attempts:
             return
         s.counted_attempts = [*s.counted_attempts, attempt][-RECENT:]
         error = inv.last_payment_error
-        self.outbox.payment(inv, PaymentKind.FAILED, inv.amount_due, error=error)
+        # Stripe counts only its own retries in `attempt_count`: ours are numbered on from it.
+        number = max(inv.attempt_count, s.failed_payment_attempts + 1) if retry_key else None
+        self.outbox.payment(inv, PaymentKind.FAILED, inv.amount_due, error=error, attempt=number)
         s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
@@ -393,13 +398,11 @@ class SubscriptionWorkflow:
         s.next_retry_at = None
         if not invoice_id:
             return
+        key = self._next_idempotency_key(f"pay-{invoice_id}")
         try:
             inv = await calls.stripe(
                 StripeActivities.pay_invoice,
-                PayInvoice(
-                    invoice_id=invoice_id,
-                    idempotency_key=self._next_idempotency_key(f"pay-{invoice_id}"),
-                ),
+                PayInvoice(invoice_id=invoice_id, idempotency_key=key),
                 f"retry invoice {invoice_id} payment (dunning {s.failed_payment_attempts} of "
                 f"{self.policy.max_failures - 1} retries)",
             )
@@ -407,13 +410,23 @@ class SubscriptionWorkflow:
             # Declined (or no longer payable): the invoice tells which attempt this was.
             workflow.logger.info("retry of %s failed: %s", invoice_id, err.cause or err)
             counted = s.failed_payment_attempts
-            await self._check_invoice(invoice_id)
+            reread = await self._check_invoice(invoice_id)
             if (
                 s.status != Status.CANCELED
                 and s.failed_payment_attempts == counted
                 and s.dunning_invoice_id == invoice_id
                 and not s.next_retry_at
             ):
+                if (
+                    self.decline_aware
+                    and reread
+                    and reread.status == "open"
+                    and calls.business_type(err) == Failure.CARD_DECLINED
+                ):
+                    # Declined, and Stripe did not count it: a manual attempt leaves
+                    # `attempt_count` as it was (only Stripe's own retries move it on).
+                    await self._on_failed_attempt(reread, retry_key=key)
+                    return
                 # Refused without a new attempt counted: try again later, never stall.
                 s.next_retry_at = workflow.now() + self.policy.delay_after(
                     max(s.failed_payment_attempts, 1)

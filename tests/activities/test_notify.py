@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
+import activities
 from activities.notify import NotifyActivities, render
 from core.db import AsyncSession
 from core.payloads import Email, EmailKind
@@ -38,6 +41,11 @@ async def test_each_email_renders_and_arrives(
         "retry_at": "2026-12-01 10:00 UTC",
         "trial_end": "2026-12-01 10:00 UTC",
         "when": "Your subscription has ended today.",
+        "reason": "Your card has insufficient funds.",
+        "action_url": "https://billing.example.com/card?user=ada&x=1",
+        "renews_at": "2027-01-01 10:00 UTC",
+        "expires": "12/2026",
+        "charge_at": "2027-01-01 10:00 UTC",
     }
     email = Email(
         kind=kind, to="ada@example.com", idempotency_key=f"k-{kind.value}", context=context
@@ -46,9 +54,17 @@ async def test_each_email_renders_and_arrives(
     [message] = inbox.of_kind(kind.value)
     assert message["To"] == "ada@example.com"
     assert message["From"] == "SalesFlow Billing <billing@salesflow.local>"
-    body = message.get_content()
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None  # both parts
+    body = text.get_content()
     assert "Hello Ada" in body
     assert "$" not in body + message["Subject"]  # every placeholder filled
+    assert "Hello Ada" in html.get_content()
+    template = (Path(activities.__file__).parent / "templates" / f"{kind.value}.txt").read_text()
+    if "$action_url" in template:  # the link the customer needs, in both parts
+        assert context["action_url"] in body
+        assert 'href="https://billing.example.com/card?user=ada&amp;x=1"' in html.get_content()
 
 
 async def test_a_retried_send_does_not_mail_twice(
