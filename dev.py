@@ -8,6 +8,8 @@ python3 dev.py scenario             drive the running stack through the story (n
 python3 dev.py test [pytest args]   lint, type-check and run the test suite
 python3 dev.py emulator [args]      run the local Stripe emulator (python -m emulator serve)
 python3 dev.py bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
+python3 dev.py replay [options]     replay running workflows' histories on this code before a
+                                    deploy (read-only; --address, --namespace, --query, --limit)
 
 python3 dev.py <command> --help     that command's options (up: ports and data folder)
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-COMMANDS = ("up", "scenario", "test", "emulator", "bench")
+COMMANDS = ("up", "scenario", "test", "emulator", "bench", "replay")
 
 
 def ensure_venv() -> None:

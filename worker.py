@@ -37,6 +37,8 @@ SANDBOX = SandboxedWorkflowRunner(
         "workflows", "core", "activities"
     )
 )
+# What the worker runs; `python3 dev.py replay` replays running histories against the same.
+WORKFLOWS = [SubscriptionWorkflow, UsageReportingWorkflow]
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -49,7 +51,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[SubscriptionWorkflow, UsageReportingWorkflow],
+            workflows=WORKFLOWS,
             workflow_runner=SANDBOX,
             activities=activities_of(
                 StripeActivities(stripe, settings),

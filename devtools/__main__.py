@@ -6,6 +6,8 @@ scenario             drive the running stack through the story (needs --demo; --
 test [pytest args]   lint, type-check and run the test suite
 emulator [args]      run the local Stripe emulator (python -m emulator serve)
 bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
+replay [options]     replay running workflows' histories on this code before a deploy
+                     (read-only; --address, --namespace, --query, --limit; `replay --help`)
 """
 
 from __future__ import annotations
@@ -91,12 +93,20 @@ def bench(args: list[str]) -> None:
     _run([str(PYTHON), "-m", "bench", *args])
 
 
+def replay(args: list[str]) -> None:
+    # Imported here: it loads the worker (Stripe's SDK, SQLAlchemy), which `up` does not need.
+    from devtools import replay as command
+
+    sys.exit(command.main(args))
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "up": up,
     "scenario": scenario,
     "test": test,
     "emulator": emulator,
     "bench": bench,
+    "replay": replay,
 }
 
 
