@@ -362,7 +362,8 @@ class StripeActivities:
             customer_id=_id(charge.customer),
             invoice_id=invoice_id,
             currency=charge.currency,
-            refunds=sorted(refunds, key=lambda r: (r.created, r.id)),
+            # Stripe lists the newest first (even within one second): oldest first here.
+            refunds=refunds[::-1],
         )
 
     @activity.defn(name="stripe.pay_invoice")
