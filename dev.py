@@ -10,6 +10,8 @@ python3 dev.py emulator [args]      run the local Stripe emulator (python -m emu
 python3 dev.py bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
 python3 dev.py replay [options]     replay running workflows' histories on this code before a
                                     deploy (read-only; --address, --namespace, --query, --limit)
+python3 dev.py simulate [options]   compare dunning policies on the real workflow for a simulated
+                                    population (--customers, --months, --policy, --mix, --seed)
 
 python3 dev.py <command> --help     that command's options (up: ports and data folder)
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-COMMANDS = ("up", "scenario", "test", "emulator", "bench", "replay")
+COMMANDS = ("up", "scenario", "test", "emulator", "bench", "replay", "simulate")
 
 
 def ensure_venv() -> None:
@@ -42,7 +44,7 @@ def ensure_venv() -> None:
         return
     print("installing the project and its dependencies into .venv", flush=True)
     run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[dev]"])
+    run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[dev,lab]"])
     stamp.write_text(wanted)
 
 

@@ -8,6 +8,7 @@ emulator [args]      run the local Stripe emulator (python -m emulator serve)
 bench [names]        measure DESIGN.md's budgets against their baselines (needs wrk)
 replay [options]     replay running workflows' histories on this code before a deploy
                      (read-only; --address, --namespace, --query, --limit; `replay --help`)
+simulate [options]   compare dunning policies on the real workflow (lab/; `simulate --help`)
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def replay(args: list[str]) -> None:
     sys.exit(command.main(args))
 
 
+def simulate(args: list[str]) -> None:
+    _run([str(PYTHON), "-m", "lab.simulate", *args])
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "up": up,
     "scenario": scenario,
@@ -107,6 +112,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "emulator": emulator,
     "bench": bench,
     "replay": replay,
+    "simulate": simulate,
 }
 
 
