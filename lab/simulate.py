@@ -14,10 +14,13 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,6 +93,27 @@ class Figures:
     seconds: float = 0.0
 
 
+@dataclass
+class FailedInvoice:
+    code: str
+    amount: int
+    # recovered, lost (the subscription was canceled) or pending (still in dunning at the end)
+    outcome: str
+    # Days from the first failure to the payment or the cancellation.
+    days: float | None
+
+
+@dataclass
+class Outcome:
+    """One shard's results, times in days since it started: what the figures are made of."""
+
+    failed: list[FailedInvoice] = field(default_factory=list)
+    # Per customer: the day it was canceled (None: still live) and whether for non-payment.
+    cancellations: list[tuple[float | None, bool]] = field(default_factory=list)
+    restricted_days: float = 0.0
+    dunning_emails: int = 0
+
+
 async def simulate(
     name: str,
     policy: DunningPolicy,
@@ -98,9 +122,29 @@ async def simulate(
     months: int,
     seed: int,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    shards: int = 1,
 ) -> Figures:
-    """Run one policy over the population; `progress(days done, days)` as time moves."""
+    """Run one policy over the population, in `shards` processes (each with its own
+    time-skipping server: customers are independent); `progress(days done, days)`."""
     began = time.monotonic()
+    if shards <= 1:
+        outcomes = [await run_shard(policy, mix, range(customers), months, seed, progress)]
+    else:
+        outcomes = await _in_processes(policy, mix, customers, months, seed, progress, shards)
+    figures = _figures(name, outcomes, customers, months)
+    figures.seconds = time.monotonic() - began
+    return figures
+
+
+async def run_shard(
+    policy: DunningPolicy,
+    mix: DeclineMix,
+    numbers: range,
+    months: int,
+    seed: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Outcome:
+    """Customers `numbers` on one time-skipping server."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -108,7 +152,7 @@ async def simulate(
     )
     try:
         await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
-        world = World(mix, seed, env.get_current_time, expected=customers)
+        world = World(mix, seed, env.get_current_time, expected=len(numbers))
         queue = "lab"
         async with Worker(
             env.client,
@@ -116,12 +160,12 @@ async def simulate(
             workflows=[SubscriptionWorkflow],
             workflow_runner=SANDBOX,
             activities=world.activities(),
-            max_cached_workflows=max(customers, 100),
+            max_cached_workflows=max(len(numbers), 100),
             max_concurrent_workflow_tasks=200,
             max_concurrent_local_activities=200,
         ):
             t0 = await env.get_current_time()
-            await _start(env, world, policy, customers, seed, queue)
+            await _start(env, world, policy, numbers, queue)
             days = months * PERIOD.days
             for day in range(days):
                 await env.sleep(DAY)
@@ -130,30 +174,73 @@ async def simulate(
             end = await env.get_current_time()
     finally:
         await env.shutdown()
-    figures = _figures(name, world, t0, end, customers, months)
-    figures.seconds = time.monotonic() - began
-    return figures
+    return _outcome(world, t0, end)
+
+
+def _shard_main(
+    policy: DunningPolicy,
+    mix: DeclineMix,
+    numbers: range,
+    months: int,
+    seed: int,
+    days_done: MutableMapping[int, int],
+    shard: int,
+) -> Outcome:
+    """A shard in its own process (`days_done[shard]` tells the parent how far it is)."""
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
+
+    def progress(done: int, total: int) -> None:
+        days_done[shard] = done
+
+    return asyncio.run(run_shard(policy, mix, numbers, months, seed, progress))
+
+
+async def _in_processes(
+    policy: DunningPolicy,
+    mix: DeclineMix,
+    customers: int,
+    months: int,
+    seed: int,
+    progress: Callable[[int, int], None],
+    shards: int,
+) -> list[Outcome]:
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(shards, mp_context=context) as pool:
+        days_done = manager.dict({k: 0 for k in range(shards)})
+        loop = asyncio.get_running_loop()
+        running = [
+            loop.run_in_executor(
+                pool,
+                _shard_main,
+                policy,
+                mix,
+                range(k, customers, shards),
+                months,
+                seed,
+                days_done,
+                k,
+            )
+            for k in range(shards)
+        ]
+        days = months * PERIOD.days
+        while not all(f.done() for f in running):
+            await asyncio.wait(running, timeout=0.5)
+            progress(min(days_done.values()), days)
+        return [f.result() for f in running]
 
 
 async def _start(
-    env: WorkflowEnvironment,
-    world: World,
-    policy: DunningPolicy,
-    customers: int,
-    seed: int,
-    queue: str,
+    env: WorkflowEnvironment, world: World, policy: DunningPolicy, numbers: range, queue: str
 ) -> None:
-    draw = world.draw("plans")
-    plans = draw.choices([p for p, _ in PLANS], [w for _, w in PLANS], k=customers)
-
     async def start(number: int) -> None:
         user = f"c{number:06d}"
+        plan = world.draw(user, "plan").choices([p for p, _ in PLANS], [w for _, w in PLANS])[0]
         await env.client.start_workflow(
             SubscriptionWorkflow.run,
             StartSubscription(
                 user_id=user,
                 email=f"{user}@example.com",
-                plan=plans[number],
+                plan=plan,
                 interval=Interval.MONTHLY,
                 trial_days=0,
                 payment_method_id="pm_card_visa",
@@ -163,8 +250,8 @@ async def _start(
             task_queue=queue,
         )
 
-    for first in range(0, customers, BATCH):
-        await asyncio.gather(*(start(n) for n in range(first, min(first + BATCH, customers))))
+    for first in range(0, len(numbers), BATCH):
+        await asyncio.gather(*(start(n) for n in numbers[first : first + BATCH]))
     await world.all_created.wait()  # every subscription created before time moves
 
 
@@ -181,7 +268,7 @@ async def _carry_out(env: WorkflowEnvironment, world: World, now: datetime) -> N
             if action.kind == "new_card":
                 await handle.execute_update(
                     SubscriptionWorkflow.set_payment_method,
-                    SetPaymentMethod(payment_method_id=f"pm_new_{action.user_id}_{number}"),
+                    SetPaymentMethod(payment_method_id=f"pm_new_{action.invoice_id}_{number}"),
                 )
             elif world.authenticate(action):
                 await handle.signal(
@@ -201,65 +288,76 @@ async def _carry_out(env: WorkflowEnvironment, world: World, now: datetime) -> N
         await asyncio.gather(*(act(a, first + i) for i, a in enumerate(batch)))
 
 
-def _figures(
-    name: str, world: World, t0: datetime, end: datetime, customers: int, months: int
-) -> Figures:
-    failed = [inv for inv in world.invoices.values() if inv.code]
-    by_code: dict[str, CodeFigures] = {code: CodeFigures() for code in world.mix.codes}
-    recovered = lost = pending = revenue_recovered = revenue_lost = 0
-    durations: list[float] = []
-    recovered_after: list[float] = []
-    for inv in failed:
-        assert inv.first_failed_at is not None and inv.code is not None
+def _outcome(world: World, t0: datetime, end: datetime) -> Outcome:
+    outcome = Outcome()
+    for inv in world.invoices.values():
+        if not inv.code or not inv.first_failed_at:
+            continue
         customer = world.customers[inv.user_id]
-        by_code[inv.code].failed += 1
         if inv.status == "paid" and inv.paid_at:
-            recovered += 1
-            revenue_recovered += inv.amount
-            by_code[inv.code].recovered += 1
-            days = _days(inv.paid_at - inv.first_failed_at)
-            durations.append(days)
-            recovered_after.append(days)
+            failed = FailedInvoice(
+                inv.code, inv.amount, "recovered", _days(inv.paid_at - inv.first_failed_at)
+            )
         elif customer.canceled_at:
-            lost += 1
-            revenue_lost += inv.amount
-            durations.append(_days(customer.canceled_at - inv.first_failed_at))
+            failed = FailedInvoice(
+                inv.code, inv.amount, "lost", _days(customer.canceled_at - inv.first_failed_at)
+            )
         else:
-            pending += 1
-    churn = []
-    for month in range(months):
-        start, stop = t0 + month * PERIOD, t0 + (month + 1) * PERIOD
-        live = [c for c in world.customers.values() if not c.canceled_at or c.canceled_at >= start]
-        gone = [c for c in live if c.involuntary and c.canceled_at and c.canceled_at < stop]
-        churn.append(len(gone) / len(live) if live else 0.0)
-    restricted = 0.0
+            failed = FailedInvoice(inv.code, inv.amount, "pending", None)
+        outcome.failed.append(failed)
+    for customer in world.customers.values():
+        gone = _days(customer.canceled_at - t0) if customer.canceled_at else None
+        outcome.cancellations.append((gone, customer.involuntary))
     for history in world.access.values():
         for (at, access), (until, _) in zip(history, [*history[1:], (end, "")], strict=True):
             if access == "restricted":
-                restricted += _days(until - at)
+                outcome.restricted_days += _days(until - at)
+    outcome.dunning_emails = sum(n for k, n in world.emails.items() if k in DUNNING_EMAILS)
+    return outcome
+
+
+def _figures(name: str, outcomes: list[Outcome], customers: int, months: int) -> Figures:
+    failed = [f for o in outcomes for f in o.failed]
+    by_code: dict[str, CodeFigures] = {}
+    for f in failed:
+        code = by_code.setdefault(f.code, CodeFigures())
+        code.failed += 1
+        code.recovered += f.outcome == "recovered"
+    recovered = [f for f in failed if f.outcome == "recovered"]
+    lost = [f for f in failed if f.outcome == "lost"]
+    durations = [f.days for f in failed if f.days is not None]
+    cancellations = [c for o in outcomes for c in o.cancellations]
+    churn = []
+    for month in range(months):
+        start, stop = month * PERIOD.days, (month + 1) * PERIOD.days
+        live = [(day, why) for day, why in cancellations if day is None or day >= start]
+        gone = [1 for day, why in live if why and day is not None and day < stop]
+        churn.append(len(gone) / len(live) if live else 0.0)
     horizon = int(max(durations, default=0)) + 1
     curve = [
-        sum(1 for d in recovered_after if d <= day) / len(failed) if failed else 0.0
+        sum(1 for f in recovered if f.days is not None and f.days <= day) / len(failed)
+        if failed
+        else 0.0
         for day in range(horizon + 1)
     ]
-    dunning_emails = sum(n for kind, n in world.emails.items() if kind in DUNNING_EMAILS)
+    dunning_emails = sum(o.dunning_emails for o in outcomes)
     return Figures(
         policy=name,
         customers=customers,
         months=months,
         failed_invoices=len(failed),
-        recovered=recovered,
-        lost=lost,
-        pending=pending,
-        recovery_rate=recovered / (recovered + lost) if recovered + lost else 0.0,
+        recovered=len(recovered),
+        lost=len(lost),
+        pending=len(failed) - len(recovered) - len(lost),
+        recovery_rate=len(recovered) / (len(recovered) + len(lost)) if recovered or lost else 0.0,
         involuntary_churn_rate=statistics.fmean(churn) if churn else 0.0,
-        revenue_recovered_minor=revenue_recovered,
-        revenue_lost_minor=revenue_lost,
-        emails_per_recovered_invoice=dunning_emails / recovered if recovered else 0.0,
+        revenue_recovered_minor=sum(f.amount for f in recovered),
+        revenue_lost_minor=sum(f.amount for f in lost),
+        emails_per_recovered_invoice=dunning_emails / len(recovered) if recovered else 0.0,
         days_in_dunning_median=statistics.median(durations) if durations else 0.0,
         days_in_dunning_p90=_percentile(durations, 0.9),
-        restricted_customer_days=restricted,
-        by_code={code: figures for code, figures in by_code.items() if figures.failed},
+        restricted_customer_days=round(sum(o.restricted_days for o in outcomes), 4),
+        by_code=dict(sorted(by_code.items())),
         recovered_by_day=curve,
     )
 
@@ -367,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a policy file (JSON, as the workflow takes it); several to compare "
         "(default: lab/policies/default.json, short.json and long.json)",
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes, each with its own time-skipping server (default: one per core)",
+    )
     parser.add_argument("--chart", type=Path, default=Path("simulation.png"))
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -374,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     mix = DeclineMix.load(args.mix)
     paths = args.policy or [POLICIES / f"{n}.json" for n in ("default", "short", "long")]
     policies = [(p.stem, DunningPolicy.model_validate_json(p.read_text())) for p in paths]
-    results = asyncio.run(_run_all(policies, mix, args.customers, args.months, args.seed))
+    results = asyncio.run(
+        _run_all(policies, mix, args.customers, args.months, args.seed, args.shards)
+    )
     print(table(results))
     chart(results, args.chart)
     print(f"chart: {args.chart}")
@@ -389,6 +495,7 @@ async def _run_all(
     customers: int,
     months: int,
     seed: int,
+    shards: int,
 ) -> list[Figures]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -405,7 +512,9 @@ async def _run_all(
             def progress(done: int, total: int, task: object = task) -> None:
                 bar.update(task, completed=done)  # type: ignore[arg-type]
 
-            results.append(await simulate(name, policy, mix, customers, months, seed, progress))
+            results.append(
+                await simulate(name, policy, mix, customers, months, seed, progress, shards)
+            )
     return results
 
 

@@ -85,3 +85,15 @@ async def test_the_same_seed_gives_the_same_figures() -> None:
     assert asdict(first) == asdict(second)
     assert first.failed_invoices > 0
     assert "recovery rate" in table([first, second])
+
+
+@pytest.mark.timeout(180)
+async def test_shards_give_the_figures_of_one_process() -> None:
+    mix = DeclineMix.load(DEFAULT_MIX).model_copy(update={"first_attempt_failure_rate": 0.5})
+    one = await simulate("one", POLICY, mix, customers=12, months=2, seed=5)
+    two = await simulate("two", POLICY, mix, customers=12, months=2, seed=5, shards=2)
+    assert {**asdict(one), "policy": "", "seconds": 0} == {
+        **asdict(two),
+        "policy": "",
+        "seconds": 0,
+    }
