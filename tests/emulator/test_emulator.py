@@ -452,10 +452,8 @@ async def test_invoice_payments_tie_each_invoice_to_its_payment_intent(
         )
     assert untyped.value.param == "payment[type]"
     assert (await stripe_sdk.v1.invoice_payments.retrieve_async(payment.id)).status == "paid"
-    assert any(
-        e.data.object["id"] == payment.id
-        for e in (await stripe_sdk.v1.events.list_async({"type": "invoice_payment.paid"})).data
-    )
+    events = await stripe_sdk.v1.events.list_async({"type": "invoice_payment.paid", "limit": 100})
+    assert [e async for e in events.auto_paging_iter() if e.data.object["id"] == payment.id]
 
     # What Stripe cannot expand is refused, as it refuses it.
     for path, refused in (
