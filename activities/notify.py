@@ -21,12 +21,20 @@ from core.payloads import Email
 from core.settings import Settings
 
 
-def render(email: Email, sender: str) -> EmailMessage:
-    """The message for an email: subject from the template's first line, the rest as body."""
+def render(email: Email, sender: str, action_url: str = "") -> EmailMessage:
+    """The message for an email: subject from the template's first line, the rest as body.
+
+    `action_url` is the link where the workflow gave none (runs older than the setting);
+    the customer's name is put on one line, so it cannot add lines of its own (a fake link).
+    """
     text = resources.files("activities").joinpath(f"templates/{email.kind.value}.txt").read_text()
-    subject_line, _, body = (
-        Template(text).safe_substitute({"name": "there", **email.context}).partition("\n\n")
-    )
+    context = {
+        **email.context,
+        "name": " ".join((email.context.get("name") or "there").split()),
+        "reason": email.context.get("reason") or "The payment was declined.",
+        "action_url": email.context.get("action_url") or action_url,
+    }
+    subject_line, _, body = Template(text).safe_substitute(context).partition("\n\n")
     message = EmailMessage()
     message["From"] = sender
     message["To"] = email.to
@@ -38,7 +46,9 @@ def render(email: Email, sender: str) -> EmailMessage:
     message["Message-ID"] = f"<{digest}@billing.salesflow>"
     message["X-SalesFlow-Kind"] = email.kind.value
     message.set_content(body)
-    message.add_alternative(as_html(message["Subject"], body), subtype="html")
+    message.add_alternative(
+        as_html(message["Subject"], body, context["action_url"]), subtype="html"
+    )
     return message
 
 
@@ -47,14 +57,15 @@ _LINK = re.compile(r"^https?://\S+$")
 _LINK_TEXT = "Open the page"
 
 
-def as_html(subject: str, body: str) -> str:
-    """The HTML part: the text's paragraphs, escaped, with its one-line addresses as links."""
+def as_html(subject: str, body: str, link: str) -> str:
+    """The HTML part: the text's paragraphs, escaped; the line that is the email's own link
+    (`link`, http or https) is a button, and nothing else is a link."""
     paragraphs = []
     for paragraph in body.strip().split("\n\n"):
         lines = []
         for line in paragraph.splitlines():
             text = html.escape(line.strip())
-            if _LINK.match(line.strip()):
+            if link and line.strip() == link and _LINK.match(link):
                 text = (
                     f'<a href="{text}" style="display:inline-block;padding:10px 16px;'
                     f'background:#2b59c3;color:#fff;border-radius:4px;text-decoration:none">'
@@ -89,7 +100,7 @@ class NotifyActivities:
                 return False
         settings = self._settings
         await aiosmtplib.send(
-            render(email, settings.email_from),
+            render(email, settings.email_from, settings.app_update_payment_method_url),
             hostname=settings.smtp_host,
             port=settings.smtp_port,
             username=settings.smtp_username or None,

@@ -9,7 +9,7 @@ from typing import Any
 
 import stripe
 from stripe import RequestOptions
-from stripe.params import CustomerCreateParams
+from stripe.params import CustomerCreateParams, InvoicePayParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -370,8 +370,11 @@ class StripeActivities:
     async def pay_invoice(self, req: PayInvoice) -> InvoiceState:
         """Attempt payment of an open invoice; a decline fails with `CardDeclined`."""
         async with _translated():
+            params: InvoicePayParams = {"off_session": True}
+            if req.payment_method:
+                params["payment_method"] = req.payment_method
             inv = await self._stripe.invoices.pay_async(
-                req.invoice_id, {"off_session": True}, _key(req.idempotency_key)
+                req.invoice_id, params, _key(req.idempotency_key)
             )
         return _invoice(inv)
 

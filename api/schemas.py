@@ -36,6 +36,7 @@ from core.payloads import (
     SubscriptionView,
     status_of,
 )
+from core.settings import get_settings
 
 PAYMENT_METHOD_ID_PATTERN = r"^pm_[A-Za-z0-9_]+$"
 USER_ID_RULE = "1 to 64 characters of A-Z a-z 0-9 _ . @ : -"
@@ -222,7 +223,10 @@ class ActionRequiredOut(BaseModel):
 
     @classmethod
     def of(cls, action: ActionRequired) -> ActionRequiredOut:
-        return cls(reason=action.reason, url=action.url)
+        # Runs older than the setting carry no URL: the deployment's page.
+        return cls(
+            reason=action.reason, url=action.url or get_settings().app_update_payment_method_url
+        )
 
 
 ACCESS = (

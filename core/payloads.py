@@ -97,6 +97,9 @@ class ResumeSubscription(Idempotent):
 
 class PayInvoice(Idempotent):
     invoice_id: str
+    # The card to charge (None: Stripe's choice, the invoice's or the customer's default): the
+    # workflow names the one it means, so a card it must not charge again never is.
+    payment_method: str | None = None
 
 
 class MeterEvent(Payload):

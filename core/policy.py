@@ -36,8 +36,10 @@ class DunningPolicy(BaseModel):
     # renewal that the default card will not live to see.
     renewal_reminder_before: timedelta = timedelta(days=7)
     card_expiry_reminder_before: timedelta = timedelta(days=14)
-    # Where a customer adds a card after a hard decline (the SalesFlow app's page).
-    update_payment_method_url: str = "http://localhost:3000/billing/payment-method"
+    # Where a customer adds a card after a hard decline (the SalesFlow app's page). Empty (runs
+    # started before it existed): the deployment's APP_UPDATE_PAYMENT_METHOD_URL, filled in
+    # where the link leaves the system (the email activity, the API's view).
+    update_payment_method_url: str = ""
     # After a period ends, re-read the subscription from Stripe this much later, in case a
     # webhook never arrived (then once a day until the period moves on).
     period_end_sync_after: timedelta = timedelta(hours=1)

@@ -52,7 +52,12 @@ def test_configuration_comes_from_the_environment() -> None:
     services = compose()["services"]
     env = services["worker"]["environment"]
     assert env["DATABASE_URL"].startswith("postgresql+psycopg://")
-    for key in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRETS", "JWT_SECRET"):
+    for key in (
+        "STRIPE_API_KEY",
+        "STRIPE_WEBHOOK_SECRETS",
+        "JWT_SECRET",
+        "APP_UPDATE_PAYMENT_METHOD_URL",
+    ):
         assert env[key].startswith("${"), key
         assert ":?" in env[key], key  # required, never defaulted
     assert services["api"]["environment"]["API_HOST"] == "0.0.0.0"

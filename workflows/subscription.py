@@ -103,7 +103,8 @@ class SubscriptionWorkflow:
         self.visibility = Visibility()
         self.outbox = Outbox(self.state)
         self.next_action = ""
-        self.decline_aware = False
+        # Read at the start of the run's first activation, before any handler runs.
+        self.decline_aware = workflow.patched(DECLINE_AWARE)
 
     @property
     def policy(self) -> DunningPolicy:
@@ -114,7 +115,6 @@ class SubscriptionWorkflow:
 
     @workflow.run
     async def run(self, start: StartSubscription) -> SubscriptionView:
-        self.decline_aware = workflow.patched(DECLINE_AWARE)
         senders = self.outbox.start()
         try:
             return await self._lifecycle()
@@ -216,8 +216,10 @@ class SubscriptionWorkflow:
 
     async def _on_event(self, ref: StripeEventRef) -> None:
         """A Stripe event: re-read what it points at instead of trusting the order of events."""
-        if ref.type == "invoice.upcoming":  # no invoice id: the object is the subscription
-            if self.decline_aware and ref.object_id == self.state.subscription_id:
+        if ref.type == "invoice.upcoming" and self.decline_aware:
+            # No invoice id: the object is the subscription. (Runs from before the patch take
+            # the invoice branch below, as their code did, so their histories replay.)
+            if ref.object_id == self.state.subscription_id:
                 await self._on_upcoming_renewal()
         elif ref.type == "charge.refunded":
             if self.decline_aware:
@@ -284,11 +286,13 @@ class SubscriptionWorkflow:
             return
         s.next_retry_at = workflow.now() + self.policy.delay_after(s.failed_payment_attempts)
         kind = kind_of(error, inv.requires_action) if self.decline_aware else DeclineKind.SOFT
-        if kind == DeclineKind.HARD:
-            # Never charge this card again: the customer is asked for another one at once.
+        if kind != DeclineKind.SOFT:
+            # Never charged again without the customer (off-session it would fail the same way):
+            # another card, or the customer on Stripe's page.
             s.declined_payment_method = (
                 error.payment_method if error and error.payment_method else s.default_payment_method
             )
+        if kind == DeclineKind.HARD:
             s.action_required = ActionRequired(
                 reason=ActionReason.NEW_PAYMENT_METHOD, url=self.policy.update_payment_method_url
             )
@@ -398,11 +402,27 @@ class SubscriptionWorkflow:
         s.next_retry_at = None
         if not invoice_id:
             return
+        if s.declined_payment_method and s.default_payment_method == s.declined_payment_method:
+            # The card a hard decline (or the bank's request to authenticate) was for: never
+            # again off-session, whoever asks (an operator, the same card added again). The
+            # customer's window goes on.
+            workflow.logger.info("not charging %s again: it was declined", invoice_id)
+            s.next_retry_at = workflow.now() + self.policy.delay_after(
+                max(s.failed_payment_attempts, 1)
+            )
+            return
         key = self._next_idempotency_key(f"pay-{invoice_id}")
         try:
             inv = await calls.stripe(
                 StripeActivities.pay_invoice,
-                PayInvoice(invoice_id=invoice_id, idempotency_key=key),
+                PayInvoice(
+                    invoice_id=invoice_id,
+                    idempotency_key=key,
+                    # After a hard decline, the card chosen instead of it, by name.
+                    payment_method=s.default_payment_method
+                    if self.decline_aware and s.declined_payment_method
+                    else None,
+                ),
                 f"retry invoice {invoice_id} payment (dunning {s.failed_payment_attempts} of "
                 f"{self.policy.max_failures - 1} retries)",
             )
@@ -439,7 +459,9 @@ class SubscriptionWorkflow:
         over: paid meanwhile, or a new default card to try, or it counts as a failure."""
         s = self.state
         invoice_id, counted = s.dunning_invoice_id, s.failed_payment_attempts
-        s.next_retry_at = None
+        # Another window if what follows fails (it is contained): never a customer left with
+        # no timer. Every way on from here sets it again.
+        s.next_retry_at = workflow.now() + self.policy.delay_after(max(counted, 1))
         if not invoice_id:
             return
         await self._check_invoice(invoice_id)  # paid on Stripe's page with the webhook lost?
@@ -449,17 +471,16 @@ class SubscriptionWorkflow:
             or s.failed_payment_attempts != counted
         ):
             return
-        if s.action_required and s.action_required.reason == ActionReason.NEW_PAYMENT_METHOD:
-            customer = await calls.stripe_read(
-                StripeActivities.get_customer, s.customer_id, f"re-read customer {s.customer_id}"
-            )
-            card = customer.default_payment_method
-            if card and card != s.declined_payment_method:
-                if card != s.default_payment_method:
-                    await self._make_default(card)
-                    await self._learn_card(card)
-                await self._retry_payment()
-                return
+        customer = await calls.stripe_read(
+            StripeActivities.get_customer, s.customer_id, f"re-read customer {s.customer_id}"
+        )
+        card = customer.default_payment_method
+        if card and card != s.declined_payment_method:  # a new card, set in Stripe
+            if card != s.default_payment_method:
+                await self._make_default(card)
+                await self._learn_card(card)
+            await self._retry_payment()
+            return
         s.failed_payment_attempts += 1
         if s.failed_payment_attempts >= self.policy.max_failures:
             await self._give_up(invoice_id)
@@ -660,12 +681,15 @@ class SubscriptionWorkflow:
             StripeActivities.get_customer, s.customer_id, f"re-read customer {s.customer_id}"
         )
         card = customer.default_payment_method
-        if not card or card == s.default_payment_method or s.status == Status.CANCELED:
+        if (
+            not card
+            or card in (s.default_payment_method, s.declined_payment_method)
+            or s.status == Status.CANCELED
+        ):
             return
         await self._make_default(card)
         await self._learn_card(card)
-        action = s.action_required
-        if action and action.reason == ActionReason.NEW_PAYMENT_METHOD:
+        if s.action_required:  # the customer's answer: try it at once
             await self._retry_payment()
 
     # --- refunds --------------------------------------------------------------------------
@@ -680,7 +704,7 @@ class SubscriptionWorkflow:
         except calls.CALL_FAILED as err:
             workflow.logger.warning("charge %s not re-read: %s", charge_id, err)
             return
-        if charge.customer_id != self.state.customer_id:
+        if not charge.customer_id or charge.customer_id != self.state.customer_id:
             return
         for number, refund in enumerate(charge.refunds, 1):
             if refund.status in ("succeeded", "pending"):

@@ -116,3 +116,26 @@ def test_the_message_id_is_the_same_for_the_same_key() -> None:
     assert first["Message-ID"] == again["Message-ID"]
     other = render(email.model_copy(update={"idempotency_key": "wf/run/receipt/y"}), "b@x.test")
     assert other["Message-ID"] != first["Message-ID"]
+
+
+def test_a_name_cannot_add_lines_or_links_of_its_own() -> None:
+    forged = "Ada,\n\nyour account is locked. Verify now:\nhttps://evil.example/login\n\nBob"
+    email = Email(
+        kind=EmailKind.NEW_CARD_NEEDED,
+        to="ada@example.com",
+        idempotency_key="wf/run/new_card_needed/x",
+        context={"name": forged, "action_url": "https://app.example/card", "invoice_id": "in_1"},
+    )
+    message = render(email, "billing@x.test")
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None and html is not None
+    body = text.get_content()
+    assert "\nhttps://evil.example/login\n" not in body  # on the greeting's line, not a line
+    assert 'href="https://evil.example' not in html.get_content()
+    assert 'href="https://app.example/card"' in html.get_content()  # the email's own link
+    # The workflow's link is the only button; without one, the deployment's page.
+    bare = email.model_copy(update={"context": {"name": "Ada", "invoice_id": "in_1"}})
+    fallback = render(bare, "billing@x.test", "https://salesflow.example/billing/card")
+    part = fallback.get_body(("html",))
+    assert part is not None
+    assert 'href="https://salesflow.example/billing/card"' in part.get_content()

@@ -146,6 +146,7 @@ class FakeStripe:
     # activities, whose info carries the wall clock, not the time-skipping server's time.
     clock: Callable[[], Awaitable[datetime]] | None = None
     expiry: dict[str, tuple[int, int]] = field(default_factory=dict)
+    customer_gone: bool = False
     refunds: dict[str, ChargeRefunds] = field(default_factory=dict)
 
     async def now(self) -> datetime:
@@ -226,10 +227,10 @@ class FakeStripe:
         if self.sub.get("status") in ("incomplete", "past_due"):
             self.sub["status"] = "active"
 
-    def _charge(self, ident: str) -> bool:
+    def _charge(self, ident: str, card: str | None = None) -> bool:
         invoice = self.invoices[ident]
         invoice["attempts"] += 1
-        invoice["error"] = decline_of(self.default_pm)
+        invoice["error"] = decline_of(card or self.default_pm)
         ok = invoice["error"] is None
         if ok:
             invoice["status"] = "paid"
@@ -307,6 +308,12 @@ class FakeStripe:
     @activity.defn(name="stripe.get_customer")
     async def get_customer(self, customer_id: str) -> CustomerRef:
         self._record("get_customer", customer_id)
+        if self.customer_gone:  # as Stripe answers for a deleted customer
+            raise ApplicationError(
+                f"No such customer: '{customer_id}'",
+                type=Failure.INVALID_REQUEST,
+                non_retryable=True,
+            )
         return CustomerRef(id=customer_id, user_id="", default_payment_method=self.default_pm)
 
     @activity.defn(name="stripe.get_charge_refunds")
@@ -416,7 +423,7 @@ class FakeStripe:
             raise ApplicationError(
                 "Invoice is already paid", type=Failure.INVALID_REQUEST, non_retryable=True
             )
-        if not self._charge(req.invoice_id):
+        if not self._charge(req.invoice_id, req.payment_method):
             raise declined(self.invoices[req.invoice_id]["error"])
         return self.invoice(req.invoice_id)
 

@@ -24,6 +24,7 @@ POLICY = DunningPolicy(
     retry_delays=[timedelta(days=2), timedelta(days=3)],
     max_failures=3,
     trial_reminder_before=timedelta(days=3),
+    update_payment_method_url="https://app.salesflow.test/billing/card",
 )
 # The recorded histories `test_replay.py` replays and `record_histories.py` writes.
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"

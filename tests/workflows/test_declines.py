@@ -309,3 +309,62 @@ async def test_a_plan_may_have_its_own_policy(env: WorkflowEnvironment) -> None:
         assert view.next_payment_retry_at is not None
         waited = view.next_payment_retry_at - await env.get_current_time()
         assert timedelta(days=9) < waited <= timedelta(days=10)
+
+
+async def test_the_declined_card_is_never_charged_again_whoever_asks(
+    env: WorkflowEnvironment,
+) -> None:
+    async with on_fakes(env, order(payment_method_id="pm_LostCard")) as (handle, stripe, _):
+        # Its first payment is declined: lost card.
+        view = await view_when(handle, lambda v: v.action_required is not None)
+        assert view.action_required is not None
+        assert view.action_required.reason == ActionReason.NEW_PAYMENT_METHOD
+        # Stripe's customer.updated (say, the customer marked delinquent) with the same card.
+        customer = stripe.sub["customer"]
+        await handle.signal(SubscriptionWorkflow.stripe_event, ref("customer.updated", customer))
+        # An operator's "retry now", and the same card added again through the API.
+        await handle.execute_update(SubscriptionWorkflow.retry_payment_now)
+        await handle.execute_update(
+            SubscriptionWorkflow.set_payment_method,
+            SetPaymentMethod(payment_method_id="pm_LostCard"),
+        )
+        view = await view_when(handle, lambda v: v.next_payment_retry_at is not None)
+        assert stripe.requests(PayInvoice) == []
+        assert (view.failed_payment_attempts, view.status) == (1, Status.PAST_DUE)
+        assert view.action_required is not None
+
+
+async def test_a_failing_lookup_at_the_end_of_the_window_never_leaves_the_customer_without_a_timer(
+    env: WorkflowEnvironment,
+) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, _):
+        invoice = stripe.renew(paid=False, card="pm_LostCard")
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
+        )
+        await view_when(handle, lambda v: v.action_required is not None)
+        stripe.customer_gone = True  # every re-read of the customer fails (a 4xx)
+        await env.sleep(POLICY.retry_delays[0] + HOUR)
+        view = await view_when(handle, lambda v: v.next_payment_retry_at is not None)
+        assert view.failed_payment_attempts == 1  # nothing counted on a failed lookup...
+        stripe.customer_gone = False
+        await env.sleep(POLICY.retry_delays[0] + HOUR)  # ...and the next window goes on
+        view = await view_when(handle, lambda v: v.failed_payment_attempts == 2)
+        assert view.next_payment_retry_at is not None
+
+
+async def test_a_new_card_set_in_stripe_during_an_authentication_wait_is_tried(
+    env: WorkflowEnvironment,
+) -> None:
+    async with on_fakes(env, order()) as (handle, stripe, _):
+        invoice = stripe.renew(paid=False, card="pm_authenticationRequired")
+        await handle.signal(
+            SubscriptionWorkflow.stripe_event, ref("invoice.payment_action_required", invoice)
+        )
+        await view_when(handle, lambda v: v.action_required is not None)
+        stripe.default_pm = "pm_portal_visa"
+        customer = stripe.sub["customer"]
+        await handle.signal(SubscriptionWorkflow.stripe_event, ref("customer.updated", customer))
+        view = await view_when(handle, lambda v: v.status == Status.ACTIVE)
+        assert view.action_required is None
+        assert len(stripe.requests(PayInvoice)) == 1
