@@ -59,8 +59,8 @@ class DunningPolicy(BaseModel):
             return Access.NONE
         if failures >= self.restricted_from_failure:
             return Access.RESTRICTED
-        if failures >= self.grace_from_failure:
-            return Access.GRACE
+        if failures >= self.grace_from_failure or status == Status.PAST_DUE:
+            return Access.GRACE  # Stripe says past due even with no failure counted here
         return Access.FULL
 
     @classmethod

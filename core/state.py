@@ -59,6 +59,8 @@ class BillingState(BaseModel):
     action_required: ActionRequired | None = None
     # The card a hard decline was for: a new default other than it is worth a retry.
     declined_payment_method: str | None = None
+    # The failing invoice is the subscription's first: never paid, so no access yet.
+    unpaid_from_start: bool = False
     # When the default card stops working (the first instant after its expiry month).
     card_expires_at: datetime | None = None
     card_expiry_known_for: str | None = None

@@ -280,6 +280,8 @@ class SubscriptionWorkflow:
         s.failed_payment_attempts += 1
         s.dunning_invoice_id = inv.id
         s.status = Status.PAST_DUE
+        # Stripe's `incomplete`: nothing paid yet, nothing to grant (the status stays past_due).
+        s.unpaid_from_start = inv.billing_reason == "subscription_create"
         s.last_payment_error = (error or PaymentError()).model_copy(update={"at": workflow.now()})
         if s.failed_payment_attempts >= self.policy.max_failures:
             await self._give_up(inv.id)
@@ -541,9 +543,12 @@ class SubscriptionWorkflow:
         s.action_required = None
         s.declined_payment_method = None
         s.last_payment_error = None
+        s.unpaid_from_start = False
 
     def _access(self) -> Access:
-        return self.policy.access(self.state.status, self.state.failed_payment_attempts)
+        s = self.state
+        status = Status.INCOMPLETE if s.unpaid_from_start else s.status
+        return self.policy.access(status, s.failed_payment_attempts)
 
     # --- the trial ------------------------------------------------------------------------
 
@@ -1130,8 +1135,9 @@ def fold_next(pending: list[StripeEventRef]) -> tuple[StripeEventRef, list[Strip
 
 
 def _about(ref: StripeEventRef) -> tuple[str, str]:
-    """What an event makes the workflow re-read: the invoice or the subscription it names."""
-    for kind in ("invoice.", "customer.subscription."):
+    """What an event makes the workflow re-read: the invoice, subscription, customer or
+    charge it names (a burst of `customer.updated` is one re-read of the customer)."""
+    for kind in ("invoice.", "customer.subscription.", "customer.updated", "charge.refunded"):
         if ref.type.startswith(kind):
             return kind, ref.object_id
     return ref.type, ref.id  # nothing to re-read: never folded

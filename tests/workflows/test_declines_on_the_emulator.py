@@ -82,13 +82,13 @@ async def test_a_soft_decline_recovers_at_retry_2(
     )
     async with lifecycle(env, start, real_activities) as handle:
         view = await view_when(handle, lambda v: v.failed_payment_attempts == 1)
-        assert view.access == Access.GRACE
+        assert view.access == Access.NONE  # the first invoice: nothing paid yet, no access
         assert view.action_required is None
         assert view.last_payment_error is not None
         assert view.last_payment_error.decline_code == "insufficient_funds"
         await env.sleep(POLICY.retry_delays[0] + HOUR)  # retry 1: declined (forced decline 2)
         view = await view_when(handle, lambda v: v.failed_payment_attempts == 2)
-        assert view.access == Access.RESTRICTED
+        assert view.access == Access.NONE
         await env.sleep(POLICY.retry_delays[1] + HOUR)  # retry 2: paid
         view = await view_when(handle, lambda v: v.status == Status.ACTIVE)
         assert (view.access, view.last_payment_error) == (Access.FULL, None)

@@ -399,8 +399,12 @@ def test_a_burst_of_events_about_one_object_is_folded_into_one() -> None:
     while burst:
         event, burst = fold_next(burst)
         handled.append(event.id)
-    # One re-read of sub_1 (the reminder kept), one of in_1, one of in_2; others untouched.
-    assert handled == ["evt_3", "evt_2", "evt_5", "evt_6", "evt_7"]
+    # One re-read of sub_1 (the reminder kept), one of in_1, one of cus_1, one of in_2.
+    assert handled == ["evt_3", "evt_2", "evt_5", "evt_7"]
+    # Events naming nothing to re-read are never folded.
+    alike = [ref("balance.available", "", "evt_8"), ref("balance.available", "", "evt_9")]
+    assert fold_next(alike)[0].id == "evt_8"
+    assert [e.id for e in fold_next(alike)[1]] == ["evt_9"]
 
 
 async def test_events_in_a_burst_are_all_answered(env: WorkflowEnvironment) -> None:
