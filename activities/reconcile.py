@@ -25,6 +25,7 @@ from core.db import AsyncSession, Customer, Reconciliation, insert_for
 from core.payloads import (
     ENDED_STATUSES,
     Drift,
+    DriftAction,
     ReconciledPage,
     ReconcilePage,
     ReconcileReport,
@@ -128,10 +129,10 @@ class ReconcileActivities:
             totals=ReconcileTotals(
                 pages=1,
                 checked=counts["checked"],
-                adopted=counts["adopted"],
-                resynced=counts["resynced"],
-                ended=counts["ended"],
-                unmatched=counts["unmatched"],
+                adopted=counts[DriftAction.ADOPTED],
+                resynced=counts[DriftAction.RESYNCED],
+                ended=counts[DriftAction.ENDED],
+                unmatched=counts[DriftAction.UNMATCHED],
                 customers_repaired=counts["customers_repaired"],
             ),
             drift=drift,
@@ -162,7 +163,7 @@ class ReconcileActivities:
             # Nobody to hand it to: reported while Stripe still bills, never guessed.
             if ended:
                 return None
-            return Drift(stripe_subscription_id=sub.id, action="unmatched")
+            return Drift(stripe_subscription_id=sub.id, action=DriftAction.UNMATCHED)
         handle = self._temporal.get_workflow_handle_for(
             SubscriptionWorkflow.run, workflow_id(user_id)
         )
@@ -183,7 +184,7 @@ class ReconcileActivities:
             return Drift(
                 user_id=user_id,
                 stripe_subscription_id=sub.id,
-                action="adopted",
+                action=DriftAction.ADOPTED,
                 fields={"status": [None, _shown(status_of(sub.status))]},
             )
         if view.stripe_subscription_id != sub.id:
@@ -194,7 +195,7 @@ class ReconcileActivities:
             return Drift(
                 user_id=user_id,
                 stripe_subscription_id=sub.id,
-                action="unmatched",
+                action=DriftAction.UNMATCHED,
                 fields={"stripe_subscription_id": [view.stripe_subscription_id, sub.id]},
             )
         fields = differences(view, sub)
@@ -206,7 +207,7 @@ class ReconcileActivities:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             return None  # it ended meanwhile: the next run looks again
-        action = "ended" if ended else "resynced"
+        action = DriftAction.ENDED if ended else DriftAction.RESYNCED
         return Drift(user_id=user_id, stripe_subscription_id=sub.id, action=action, fields=fields)
 
     async def _running_view(self, user_id: str) -> SubscriptionView | None:

@@ -485,13 +485,25 @@ class UsageRun(Payload):
 # --- reconciliation with Stripe ----------------------------------------------------------------
 
 
+class DriftAction(StrEnum):
+    """What reconciliation did about a subscription that differed."""
+
+    # Live in Stripe, no running workflow followed it: a run was started to adopt it.
+    ADOPTED = "adopted"
+    # The workflow's view differed: it was told to re-read Stripe.
+    RESYNCED = "resynced"
+    # Stripe ended it and the workflow still ran: told to re-read, it ends.
+    ENDED = "ended"
+    # Reported only: no user for it, or the customer's workflow follows another subscription.
+    UNMATCHED = "unmatched"
+
+
 class Drift(Payload):
     """A customer whose workflow disagreed with Stripe: each field as [workflow, Stripe]."""
 
     user_id: str | None = None
     stripe_subscription_id: str
-    # adopted, resynced, ended, or unmatched (no user to hand it to: reported only).
-    action: str
+    action: DriftAction
     fields: dict[str, list[str | bool | None]] = {}
 
 
