@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,12 @@ import stripe
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    ScheduleActionStartWorkflow,
+    ScheduleOverlapPolicy,
+    WorkflowExecutionStatus,
+)
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -38,7 +44,7 @@ from emulator.seed import seed
 from tests.helpers import API_KEY, ROOT, Inbox, eventually, free_port, wait_for_http
 from tests.workflows.helpers import order
 from tests.workflows.test_invariants import a_dashboard_subscription
-from workflows.reconcile import ReconcileWorkflow
+from workflows.reconcile import SCHEDULE_ID, ReconcileWorkflow, ensure_reconcile_schedule
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 from workflows.visibility import SEARCH_ATTRIBUTES
 
@@ -263,3 +269,19 @@ async def test_every_drift_repaired_and_the_second_run_finds_none(stack: Stack) 
     async with stack.sessions() as session:
         rows = (await session.exec(select(Reconciliation))).all()
     assert sorted(r.run_id for r in rows) == sorted([first.run_id, second.run_id])
+
+
+async def test_the_worker_creates_the_schedule_once(dev_server: WorkflowEnvironment) -> None:
+    queue = f"billing-{uuid.uuid4()}"
+    await ensure_reconcile_schedule(dev_server.client, queue, timedelta(hours=6))
+    await ensure_reconcile_schedule(dev_server.client, queue, timedelta(hours=1))  # kept as is
+    handle = dev_server.client.get_schedule_handle(SCHEDULE_ID)
+    try:
+        described = await handle.describe()
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(hours=6)]
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert (action.workflow, action.task_queue) == ("ReconcileWorkflow", queue)
+    finally:
+        await handle.delete()
