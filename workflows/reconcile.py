@@ -71,8 +71,8 @@ class ReconcileWorkflow:
                 start_to_close_timeout=PAGE_TIMEOUT,
                 heartbeat_timeout=PAGE_HEARTBEAT,
                 retry_policy=RETRY,
-                summary=f"page {totals.pages + 1}: {run.page_size} subscriptions after "
-                f"{cursor or 'the newest'}",
+                summary=f"page {totals.pages + 1}: up to {run.page_size} subscriptions "
+                + _where(cursor),
             )
             totals = totals.plus(page.totals)
             room = max(MAX_DRIFT_LISTED - len(drift), 0)
@@ -115,12 +115,16 @@ class ReconcileWorkflow:
     def _show(self, totals: ReconcileTotals, page: ReconciledPage, cursor: str | None) -> None:
         """The Temporal UI's current details: the totals so far and a line per page (this run)."""
         self.pages.append(
-            f"- page {totals.pages} (after {cursor or 'the newest'}): {_counts(page.totals)}"
+            f"- page {totals.pages} ({_where(cursor)}): {_counts(page.totals)}"
             + "".join(f"\n  - {_drift_line(d)}" for d in page.drift[:10])
         )
         workflow.set_current_details(
             f"**So far**: {_counts(totals)}\n\n" + "\n".join(self.pages[-50:])
         )
+
+
+def _where(cursor: str | None) -> str:
+    return f"after {cursor}" if cursor else "from the newest"
 
 
 def _counts(totals: ReconcileTotals) -> str:

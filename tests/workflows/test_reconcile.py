@@ -21,6 +21,7 @@ import stripe
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import (
     Client,
     ScheduleActionStartWorkflow,
@@ -58,12 +59,19 @@ class Stack:
 
     async def reconcile(self, **run: Any) -> ReconcileReport:
         """One reconciliation, in pages of 2 and continue-as-new after every 2 pages."""
-        return await self.client.execute_workflow(
+        handle = await self.client.start_workflow(
             ReconcileWorkflow.run,
             ReconcileRun(page_size=2, pages_per_run=2, **run),
             id=f"reconcile-{uuid.uuid4()}",
             task_queue=self.settings.temporal_task_queue,
         )
+        report = await handle.result()
+        # What the Temporal UI shows: the totals and a line per page of the last run.
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        details = metadata.current_details
+        assert details.startswith(f"**Done**: {report.totals.checked} checked"), details
+        assert details.count("- page ") == (report.totals.pages - 1) % 2 + 1, details
+        return report
 
     async def subscribe(self, **overrides: Any) -> SubscriptionView:
         """A customer subscribed through its workflow, as the API does."""
