@@ -106,7 +106,9 @@ class ReconcileActivities:
                 {"status": "all", "limit": req.page_size}
             )
         subs = [subscription_state(sub, self._settings) for sub in listed.data]
-        metadata_users = {sub.id: _user_in(sub.metadata) for sub in listed.data}
+        metadata_users = {
+            sub.id: _user_in(sub.metadata if "metadata" in sub else None) for sub in listed.data
+        }
         stored = await self._stored_users({sub.customer_id for sub in subs})
         counts: Counter[str] = Counter()
         drift: list[Drift] = []
@@ -236,8 +238,9 @@ class ReconcileActivities:
         email: str | None = None
         if user_id is None and sub.customer_id not in stored:
             customer = await self._stripe.customers.retrieve_async(sub.customer_id)
-            user_id = _user_in(customer.metadata)
-            email = customer.email
+            # A deleted customer answers without metadata or email.
+            user_id = _user_in(customer.metadata if "metadata" in customer else None)
+            email = customer.email if "email" in customer else None
         if user_id is None:
             return stored.get(sub.customer_id), 0
         if sub.customer_id in stored:

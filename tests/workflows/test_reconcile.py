@@ -159,6 +159,7 @@ async def test_a_subscription_made_in_stripe_is_adopted(stack: Stack) -> None:
     report = await stack.reconcile()
     assert report.totals.checked == 1
     assert (report.totals.adopted, report.totals.resynced, report.totals.ended) == (1, 0, 0)
+    assert report.totals.customers_repaired == 1  # the customer's metadata names the user
     assert drift_of(report, user) == [("adopted", {"status": [None, "active"]})]
     view = await stack.view_when(user, stripe_subscription_id=sub.id, status=Status.ACTIVE)
     assert view.plan == Plan.PRO
@@ -293,3 +294,25 @@ async def test_the_worker_creates_the_schedule_once(dev_server: WorkflowEnvironm
         assert (action.workflow, action.task_queue) == ("ReconcileWorkflow", queue)
     finally:
         await handle.delete()
+
+
+async def test_a_customer_without_metadata_is_found_by_the_stored_mapping(stack: Stack) -> None:
+    user = f"mapped-{uuid.uuid4().hex[:6]}"
+    customer = await stack.sdk.v1.customers.create_async({"email": f"{user}@example.com"})
+    async with stack.sessions() as session:
+        session.add(Customer(user_id=user, stripe_customer_id=customer.id))
+        await session.commit()
+    card = await stack.sdk.v1.payment_methods.attach_async(
+        "pm_card_visa", {"customer": customer.id}
+    )
+    sub = await stack.sdk.v1.subscriptions.create_async(
+        {
+            "customer": customer.id,
+            "items": [{"price": stack.settings.stripe_price_starter_monthly}],
+            "default_payment_method": card.id,
+        }
+    )
+    report = await stack.reconcile()
+    assert drift_of(report, user) == [("adopted", {"status": [None, "active"]})]
+    assert report.totals.customers_repaired == 0
+    await stack.view_when(user, stripe_subscription_id=sub.id, plan=Plan.STARTER)
