@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from stripe._stripe_object import UntypedStripeObject
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowQueryRejectedError
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.stripe import subscription_state
@@ -213,15 +214,17 @@ class ReconcileActivities:
         return Drift(user_id=user_id, stripe_subscription_id=sub.id, action=action, fields=fields)
 
     async def _running_view(self, user_id: str) -> SubscriptionView | None:
-        """The customer's workflow's view, or None when no run of it is running."""
+        """The customer's workflow's view, or None when no run of it is running (one RPC: the
+        server refuses the query of a closed workflow without asking a worker)."""
         handle = self._temporal.get_workflow_handle_for(
             SubscriptionWorkflow.run, workflow_id(user_id)
         )
         try:
-            described = await handle.describe()
-            if described.status != WorkflowExecutionStatus.RUNNING:
-                return None
-            return await handle.query(SubscriptionWorkflow.view)
+            return await handle.query(
+                SubscriptionWorkflow.view, reject_condition=QueryRejectCondition.NOT_OPEN
+            )
+        except WorkflowQueryRejectedError:
+            return None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None
