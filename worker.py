@@ -16,12 +16,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import activities_of
 from activities.notify import NotifyActivities
+from activities.reconcile import ReconcileActivities
 from activities.store import StoreActivities
 from activities.stripe import StripeActivities, stripe_client
 from core.db import make_engine, sessions
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect, ensure_search_attributes
+from workflows.reconcile import ReconcileWorkflow, ensure_reconcile_schedule
 from workflows.subscription import SubscriptionWorkflow
 from workflows.usage import UsageReportingWorkflow, ensure_usage_schedule
 from workflows.visibility import SEARCH_ATTRIBUTES
@@ -38,7 +40,7 @@ SANDBOX = SandboxedWorkflowRunner(
     )
 )
 # What the worker runs; `python3 dev.py replay` replays running histories against the same.
-WORKFLOWS = [SubscriptionWorkflow, UsageReportingWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, UsageReportingWorkflow, ReconcileWorkflow]
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -46,6 +48,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings)
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
     await ensure_usage_schedule(client, settings.temporal_task_queue, settings.usage_report_every)
+    await ensure_reconcile_schedule(client, settings.temporal_task_queue, settings.reconcile_every)
     engine = make_engine(settings.database_url)
     async with stripe_client(settings) as stripe:
         worker = Worker(
@@ -57,6 +60,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 StripeActivities(stripe, settings),
                 NotifyActivities(settings, sessions(engine)),
                 StoreActivities(sessions(engine)),
+                ReconcileActivities(client, stripe, settings, sessions(engine)),
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )

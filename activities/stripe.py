@@ -429,33 +429,36 @@ class StripeActivities:
         return UsageReported(sent=len(req.events))
 
     def _subscription(self, sub: stripe.Subscription) -> SubscriptionState:
-        # Current API versions keep the period on the subscription's items.
-        item = sub["items"].data[0]
-        known = self._settings.plan_for_price(item.price.id)
-        return SubscriptionState(
-            id=sub.id,
-            customer_id=_id(sub.customer) or "",
-            status=sub.status,
-            price_id=item.price.id,
-            plan=known[0] if known else None,
-            interval=known[1] if known else None,
-            cancel_at_period_end=sub.cancel_at_period_end,
-            current_period_start=_ts(item.current_period_start),
-            current_period_end=_ts(item.current_period_end),
-            trial_end=_ts(sub.trial_end),
-            canceled_at=_ts(sub.canceled_at),
-            default_payment_method=_id(sub.default_payment_method),
-            latest_invoice_id=_id(sub.latest_invoice),
-            amount_minor=(item.price.unit_amount or 0) * (item.quantity or 1),
-            currency=sub.currency,
-            started_at=_ts(sub.start_date),
-            cancellation_reason=sub.cancellation_details.reason
-            if sub.cancellation_details
-            else None,
-            latest_invoice=_invoice(sub.latest_invoice)
-            if isinstance(sub.latest_invoice, stripe.Invoice)
-            else None,
-        )
+        return subscription_state(sub, self._settings)
+
+
+def subscription_state(sub: stripe.Subscription, settings: Settings) -> SubscriptionState:
+    """A Stripe subscription as the workflows read it (plan and interval from its price)."""
+    # Current API versions keep the period on the subscription's items.
+    item = sub["items"].data[0]
+    known = settings.plan_for_price(item.price.id)
+    return SubscriptionState(
+        id=sub.id,
+        customer_id=_id(sub.customer) or "",
+        status=sub.status,
+        price_id=item.price.id,
+        plan=known[0] if known else None,
+        interval=known[1] if known else None,
+        cancel_at_period_end=sub.cancel_at_period_end,
+        current_period_start=_ts(item.current_period_start),
+        current_period_end=_ts(item.current_period_end),
+        trial_end=_ts(sub.trial_end),
+        canceled_at=_ts(sub.canceled_at),
+        default_payment_method=_id(sub.default_payment_method),
+        latest_invoice_id=_id(sub.latest_invoice),
+        amount_minor=(item.price.unit_amount or 0) * (item.quantity or 1),
+        currency=sub.currency,
+        started_at=_ts(sub.start_date),
+        cancellation_reason=sub.cancellation_details.reason if sub.cancellation_details else None,
+        latest_invoice=_invoice(sub.latest_invoice)
+        if isinstance(sub.latest_invoice, stripe.Invoice)
+        else None,
+    )
 
 
 def _payment_method(pm: stripe.PaymentMethod) -> PaymentMethodInfo:

@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from api import problems
 from api.cards import RefuseCardNumbers
-from api.routes import analytics, health, listings, subscriptions, usage, webhooks
+from api.routes import analytics, health, listings, reconcile, subscriptions, usage, webhooks
 from core.db import make_engine, sessions
 from core.logging import redact
 from core.settings import Settings, get_settings
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(usage.router)
     app.include_router(webhooks.router)
     app.include_router(analytics.router)
+    app.include_router(reconcile.router)
     app.include_router(health.router)
     app.add_middleware(RefuseCardNumbers, exempt=CARD_CHECK_EXEMPT)
     problems.install(app, exempt=CARD_CHECK_EXEMPT)

@@ -26,12 +26,15 @@ from core.payloads import (
     Access,
     ActionReason,
     ActionRequired,
+    Drift,
+    DriftAction,
     Interval,
     PaymentError,
     PaymentKind,
     PaymentMethodInfo,
     Plan,
     ProrationBehavior,
+    ReconcileReport,
     Status,
     SubscriptionView,
     status_of,
@@ -582,4 +585,72 @@ class RevenueOut(BaseModel):
                 code: DeclineRecoveryOut.of(figures)
                 for code, figures in revenue.recovery_by_decline_code.items()
             },
+        )
+
+
+class ReconcileStartedOut(BaseModel):
+    """A reconciliation asked for: the one started now, or the one already running."""
+
+    workflow_id: str
+    run_id: str | None = Field(description="Its first run's id (continue-as-new keeps it)")
+    already_running: bool = Field(
+        description="True when a reconciliation asked for earlier is still running: that one "
+        "is answered, and no second one starts"
+    )
+
+
+class DriftOut(BaseModel):
+    user_id: str | None = Field(description="The customer, when one could be found")
+    stripe_subscription_id: str
+    action: DriftAction = Field(
+        description="adopted (live in Stripe, no workflow followed it), resynced (the workflow "
+        "was told to re-read Stripe), ended (Stripe ended it, the workflow ends too), unmatched "
+        "(reported only: no user for it, or the workflow follows another subscription)"
+    )
+    fields: dict[str, list[str | bool | None]] = Field(
+        description="Each field that differed: [the workflow's value, Stripe's value]"
+    )
+
+    @classmethod
+    def of(cls, drift: Drift) -> DriftOut:
+        return cls(
+            user_id=drift.user_id,
+            stripe_subscription_id=drift.stripe_subscription_id,
+            action=drift.action,
+            fields=drift.fields,
+        )
+
+
+class ReconcileReportOut(BaseModel):
+    """The latest finished reconciliation of Stripe with the workflows."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    checked: int = Field(description="Stripe subscriptions compared, every status")
+    adopted: int
+    resynced: int
+    ended: int
+    unmatched: int
+    customers_repaired: int = Field(description="Customers table rows written from Stripe")
+    pages: int
+    drift: list[DriftOut] = Field(description="What differed (the first 500)")
+    drift_not_listed: int = Field(description="Drift beyond the first 500, counted only")
+
+    @classmethod
+    def of(cls, report: ReconcileReport) -> ReconcileReportOut:
+        totals = report.totals
+        return cls(
+            run_id=report.run_id,
+            started_at=report.started_at,
+            finished_at=report.finished_at,
+            checked=totals.checked,
+            adopted=totals.adopted,
+            resynced=totals.resynced,
+            ended=totals.ended,
+            unmatched=totals.unmatched,
+            customers_repaired=totals.customers_repaired,
+            pages=totals.pages,
+            drift=[DriftOut.of(d) for d in report.drift],
+            drift_not_listed=report.drift_not_listed,
         )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, UniqueConstraint, event
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
@@ -132,6 +132,20 @@ class WebhookEvent(SQLModel, table=True):
     # processed (signalled to the customer's workflow) or ignored (a type we do not handle).
     outcome: str = Field(max_length=20)
     received_at: datetime = Field(default_factory=utcnow, sa_column=_when(nullable=False))
+
+
+class Reconciliation(SQLModel, table=True):
+    """One reconciliation of Stripe with the workflows: its report, once it finished."""
+
+    __tablename__ = "reconciliations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The reconciliation workflow's first run id: a retried save writes the same row.
+    run_id: str = Field(max_length=255, unique=True, index=True)
+    started_at: datetime = Field(sa_column=_when(nullable=False))
+    finished_at: datetime = Field(sa_column=_when(nullable=False, index=True))
+    # `core.payloads.ReconcileReport` as JSON.
+    report: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
 # Connections kept open per process: as many as requests in flight, so none is opened and

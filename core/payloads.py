@@ -483,3 +483,89 @@ class UsageItem(Payload):
 class UsageRun(Payload):
     batch_size: int = 100
     max_batches: int = 50
+
+
+# --- reconciliation with Stripe ----------------------------------------------------------------
+
+
+class DriftAction(StrEnum):
+    """What reconciliation did about a subscription that differed."""
+
+    # Live in Stripe, no running workflow followed it: a run was started to adopt it.
+    ADOPTED = "adopted"
+    # The workflow's view differed: it was told to re-read Stripe.
+    RESYNCED = "resynced"
+    # Stripe ended it and the workflow still ran: told to re-read, it ends.
+    ENDED = "ended"
+    # Reported only: no user for it, or the customer's workflow follows another subscription.
+    UNMATCHED = "unmatched"
+
+
+class Drift(Payload):
+    """A customer whose workflow disagreed with Stripe: each field as [workflow, Stripe]."""
+
+    user_id: str | None = None
+    stripe_subscription_id: str
+    action: DriftAction
+    fields: dict[str, list[str | bool | None]] = {}
+
+
+class ReconcileTotals(Payload):
+    checked: int = 0
+    adopted: int = 0
+    resynced: int = 0
+    ended: int = 0
+    # Live subscriptions whose customer names no user (no metadata, no stored mapping).
+    unmatched: int = 0
+    # Customers table rows written for a customer Stripe has and the table did not.
+    customers_repaired: int = 0
+    pages: int = 0
+
+    def plus(self, other: ReconcileTotals) -> ReconcileTotals:
+        return ReconcileTotals(
+            **{
+                name: getattr(self, name) + getattr(other, name)
+                for name in ReconcileTotals.model_fields
+            }
+        )
+
+
+class ReconcileRun(Payload):
+    """The reconciliation workflow's input; after continue-as-new, where it was."""
+
+    page_size: int = 100
+    pages_per_run: int = 20
+    # Per-subscription checks running at once within a page.
+    concurrency: int = 8
+    # The last subscription of the previous page (Stripe's `starting_after`).
+    cursor: str | None = None
+    started_at: datetime | None = None
+    totals: ReconcileTotals = ReconcileTotals()
+    drift: list[Drift] = []
+    drift_not_listed: int = 0
+
+
+class ReconcilePage(Payload):
+    # Names the signals' event ids: the same on every retry of the page, new on each run.
+    run_id: str
+    cursor: str | None = None
+    page_size: int = 100
+    concurrency: int = 8
+
+
+class ReconciledPage(Payload):
+    totals: ReconcileTotals
+    drift: list[Drift] = []
+    # The last subscription of the page, and whether Stripe has more after it.
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class ReconcileReport(Payload):
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    totals: ReconcileTotals
+    drift: list[Drift] = []
+    # Drift entries left out of `drift` (it keeps the first MAX_DRIFT_LISTED).
+    drift_not_listed: int = 0

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
 
     # How often the usage-reporting schedule sends recorded usage to Stripe.
     usage_report_every: timedelta = timedelta(minutes=5)
+    # How often the reconciliation schedule compares every Stripe subscription with the
+    # customers' workflows, and how many subscriptions of a page it checks at once.
+    reconcile_every: timedelta = timedelta(hours=6)
+    reconcile_concurrency: int = Field(default=8, ge=1, le=64)
 
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
@@ -120,6 +124,7 @@ class Settings(BaseSettings):
         "dunning_renewal_reminder_before",
         "dunning_card_expiry_reminder_before",
         "usage_report_every",
+        "reconcile_every",
         mode="before",
     )
     @classmethod

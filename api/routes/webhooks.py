@@ -10,7 +10,6 @@ event we do not handle is "ignored", never 4xx); reading and parsing the body is
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -19,9 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
-from temporalio.client import Client, RPCTimeoutOrCancelledError
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import EngineDep, SessionsDep, SettingsDep, TemporalDep
@@ -29,10 +26,7 @@ from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
 from core.db import Customer, WebhookEvent, dialect_insert
 from core.payloads import HANDLED_EVENT_TYPES, StripeEventRef, is_user_id
-from core.policy import DunningPolicy
-from core.settings import Settings
-from core.state import StartSubscription
-from workflows.subscription import SubscriptionWorkflow, workflow_id
+from workflows import handover
 
 router = APIRouter(prefix="/stripe/webhooks", tags=["webhooks"])
 log = structlog.get_logger("api.webhooks")
@@ -109,7 +103,7 @@ async def receive(
         )
         try:
             async with asyncio.timeout(settings.temporal_rpc_timeout_seconds):
-                taken = await _hand_over(client, settings, user_id, ref)
+                taken = await handover.hand_over(client, settings, user_id, ref)
         except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
             await asyncio.wait([recording])
             bound.warning("webhook not handed to Temporal", error=str(err))
@@ -169,56 +163,6 @@ async def _stored_user(sessions: SessionsDep, customer_id: str) -> str | None:
         row = await session.exec(select(Customer).where(Customer.stripe_customer_id == customer_id))
         customer = row.first()
     return customer.user_id if customer and is_user_id(customer.user_id) else None
-
-
-async def _hand_over(client: Client, settings: Settings, user_id: str, ref: StripeEventRef) -> bool:
-    """Signal the customer's workflow, starting one (to adopt what Stripe has) if none runs.
-
-    False for a late event: the customer's lifecycle ended (its last run completed, canceled)
-    and the event is about the subscription it ended with, so no run starts and the customer's
-    last view stays as it was. An event about another subscription (one made in the dashboard
-    since) starts a run that adopts it if Stripe says it is live, or ends showing that view.
-    """
-    start = StartSubscription(
-        user_id=user_id,
-        adopt_customer_id=ref.customer_id,
-        policy=DunningPolicy.from_settings(settings),
-    )
-    try:
-        # A failed or terminated run may leave Stripe billing: a new run adopts it.
-        await _signal_with_start(
-            client, settings, start, ref, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-        )
-        return True
-    except WorkflowAlreadyStartedError:
-        pass
-    rpc_timeout = timedelta(seconds=settings.temporal_rpc_timeout_seconds)
-    ended = client.get_workflow_handle_for(SubscriptionWorkflow.run, workflow_id(user_id))
-    previous = await ended.result(rpc_timeout=rpc_timeout)
-    if ref.subscription_id in (None, previous.stripe_subscription_id):
-        return False
-    start = start.model_copy(update={"previous": previous})
-    await _signal_with_start(client, settings, start, ref, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
-    return True
-
-
-async def _signal_with_start(
-    client: Client,
-    settings: Settings,
-    start: StartSubscription,
-    ref: StripeEventRef,
-    reuse: WorkflowIDReusePolicy,
-) -> None:
-    await client.start_workflow(
-        SubscriptionWorkflow.run,
-        start,
-        id=workflow_id(start.user_id),
-        task_queue=settings.temporal_task_queue,
-        id_reuse_policy=reuse,
-        start_signal="stripe_event",
-        start_signal_args=[ref],
-        rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
-    )
 
 
 @router.get("/health")

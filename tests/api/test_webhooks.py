@@ -32,6 +32,7 @@ from tests.api.helpers import (
     view_when,
 )
 from tests.helpers import BIN, eventually
+from workflows import handover
 
 
 async def test_a_failed_payment_webhook_reaches_the_workflow_once(api: Api) -> None:
@@ -161,7 +162,7 @@ async def test_a_delivery_temporal_refused_is_handed_over_on_stripes_retry(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert (await api.subscribe("rita")).status_code == 201
-    real = webhooks._signal_with_start
+    real = handover.signal_with_start
     refusals = 0
 
     async def down_once(*args: Any, **kwargs: Any) -> None:
@@ -171,7 +172,7 @@ async def test_a_delivery_temporal_refused_is_handed_over_on_stripes_retry(
             raise RPCError("Temporal is down", RPCStatusCode.UNAVAILABLE, b"")
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(webhooks, "_signal_with_start", down_once)
+    monkeypatch.setattr(handover, "signal_with_start", down_once)
     failed_invoice = api.stripe.renew(paid=False)
     payload = event("invoice.payment_failed", invoice("rita", failed_invoice), "evt_rita")
     assert (await api.webhook(payload)).status_code == 503
