@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowQueryRejectedError
 from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.store import StoreActivities
 from activities.stripe import subscription_state
 from core.db import AsyncSession, Customer, Reconciliation, SubscriptionRecord, insert_for
 from core.payloads import (
@@ -32,8 +33,10 @@ from core.payloads import (
     ReconcilePage,
     ReconcileReport,
     ReconcileTotals,
+    Record,
     Status,
     StripeEventRef,
+    SubscriptionSnapshot,
     SubscriptionState,
     SubscriptionView,
     is_user_id,
@@ -164,10 +167,11 @@ class ReconcileActivities:
             if not (user_id in running and record and not differences(record, sub)):
                 # Not in step by the read model and the visibility store: ask the workflow.
                 async with limit:
-                    found = await self._check(req.run_id, sub, user_id)
+                    found, repaired = await self._check(req.run_id, sub, user_id, record)
                 if found:
                     drift.append(found)
                     counts[found.action] += 1
+                counts["read_model_repaired"] += repaired
             counts["checked"] += 1
             activity.heartbeat(counts["checked"])
 
@@ -182,6 +186,7 @@ class ReconcileActivities:
                 ended=counts[DriftAction.ENDED],
                 unmatched=counts[DriftAction.UNMATCHED],
                 customers_repaired=counts["customers_repaired"],
+                read_model_repaired=counts["read_model_repaired"],
             ),
             drift=drift,
             last_id=subs[-1].id if subs else None,
@@ -204,14 +209,52 @@ class ReconcileActivities:
     # --- one subscription ------------------------------------------------------------------
 
     async def _check(
+        self, run_id: str, sub: SubscriptionState, user_id: str | None, record: Observed | None
+    ) -> tuple[Drift | None, bool]:
+        """What differs for one subscription, repaired; and whether its read-model row was
+        written (the workflow in step with Stripe, its row missing or stale)."""
+        found, view = await self._drift(run_id, sub, user_id)
+        if found is not None or user_id is None:
+            return found, False
+        in_step = view and view.stripe_subscription_id == sub.id
+        if not in_step or (record is not None and not differences(record, sub)):
+            return None, False
+        assert view is not None
+        # The workflow writes its row only when its state changes: write what it shows.
+        error = view.last_payment_error
+        await StoreActivities(self._sessions).record(
+            Record(
+                subscription=SubscriptionSnapshot(
+                    stripe_subscription_id=sub.id,
+                    user_id=user_id,
+                    status=view.status.value,
+                    plan=view.plan.value if view.plan else None,
+                    interval=view.interval.value,
+                    amount_minor=sub.amount_minor,
+                    currency=sub.currency,
+                    current_period_end=view.current_period_end,
+                    cancel_at_period_end=view.cancel_at_period_end,
+                    dunning_attempt=view.failed_payment_attempts,
+                    started_at=sub.started_at or datetime.now(UTC),
+                    canceled_at=sub.canceled_at,
+                    access=view.access,
+                    last_decline_code=(error.decline_code or error.code) if error else None,
+                    cancellation_reason=sub.cancellation_reason,
+                )
+            )
+        )
+        return None, True
+
+    async def _drift(
         self, run_id: str, sub: SubscriptionState, user_id: str | None
-    ) -> Drift | None:
+    ) -> tuple[Drift | None, SubscriptionView | None]:
+        """What differs, repaired, with the workflow's view when it runs."""
         ended = sub.status in ENDED_STATUSES
         if user_id is None:
             # Nobody to hand it to: reported while Stripe still bills, never guessed.
             if ended:
-                return None
-            return Drift(stripe_subscription_id=sub.id, action=DriftAction.UNMATCHED)
+                return None, None
+            return Drift(stripe_subscription_id=sub.id, action=DriftAction.UNMATCHED), None
         handle = self._temporal.get_workflow_handle_for(
             SubscriptionWorkflow.run, workflow_id(user_id)
         )
@@ -226,37 +269,41 @@ class ReconcileActivities:
         view = await self._running_view(user_id)
         if view is None:
             if ended:
-                return None  # nothing runs and nothing bills: in sync
+                return None, view  # nothing runs and nothing bills: in sync
             # Stripe bills and no workflow follows it (never adopted, or ended by an operator).
             await hand_over(self._temporal, self._settings, user_id, ref, live_in_stripe=True)
-            return Drift(
+            adopted = Drift(
                 user_id=user_id,
                 stripe_subscription_id=sub.id,
                 action=DriftAction.ADOPTED,
                 fields={"status": [None, _shown(status_of(sub.status))]},
             )
+            return adopted, view
         if view.stripe_subscription_id != sub.id:
             # Another subscription of the customer: an old one that ended is no news; a live
             # one the workflow does not follow is reported (a workflow follows one at a time).
             if ended or view.stripe_subscription_id is None:
-                return None
-            return Drift(
+                return None, view
+            other = Drift(
                 user_id=user_id,
                 stripe_subscription_id=sub.id,
                 action=DriftAction.UNMATCHED,
                 fields={"stripe_subscription_id": [view.stripe_subscription_id, sub.id]},
             )
+            return other, view
         fields = differences(Observed.of_view(view), sub)
         if not fields:
-            return None
+            return None, view
         try:
             await handle.signal(SubscriptionWorkflow.stripe_event, ref)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
-            return None  # it ended meanwhile: the next run looks again
+            return None, view  # it ended meanwhile: the next run looks again
         action = DriftAction.ENDED if ended else DriftAction.RESYNCED
-        return Drift(user_id=user_id, stripe_subscription_id=sub.id, action=action, fields=fields)
+        return Drift(
+            user_id=user_id, stripe_subscription_id=sub.id, action=action, fields=fields
+        ), view
 
     async def _running_view(self, user_id: str) -> SubscriptionView | None:
         """The customer's workflow's view, or None when no run of it is running (one RPC: the

@@ -519,6 +519,8 @@ class ReconcileTotals(Payload):
     unmatched: int = 0
     # Customers table rows written for a customer Stripe has and the table did not.
     customers_repaired: int = 0
+    # Read-model rows written where the workflow was in step but its row missing or stale.
+    read_model_repaired: int = 0
     pages: int = 0
 
     def plus(self, other: ReconcileTotals) -> ReconcileTotals:

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import stripe
 from pydantic import SecretStr
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import (
     Client,
@@ -316,3 +317,27 @@ async def test_a_customer_without_metadata_is_found_by_the_stored_mapping(stack:
     assert drift_of(report, user) == [("adopted", {"status": [None, "active"]})]
     assert report.totals.customers_repaired == 0
     await stack.view_when(user, stripe_subscription_id=sub.id, plan=Plan.STARTER)
+
+
+async def test_a_read_model_row_lost_for_a_customer_in_step_is_written_again(
+    stack: Stack,
+) -> None:
+    view = await stack.subscribe()
+    await eventually(lambda: stack.row(SubscriptionRecord, view.user_id), timeout=20)
+    async with stack.sessions() as session:  # the row is lost (a restore, a bad migration)
+        await session.exec(
+            delete(SubscriptionRecord).where(col(SubscriptionRecord.user_id) == view.user_id)
+        )
+        await session.commit()
+    report = await stack.reconcile()
+    assert (report.totals.adopted, report.totals.resynced, report.totals.ended) == (0, 0, 0)
+    assert report.totals.read_model_repaired == 1
+    record = await stack.row(SubscriptionRecord, view.user_id)
+    assert record is not None
+    assert (record.stripe_subscription_id, record.status, record.access) == (
+        view.stripe_subscription_id,
+        "active",
+        "full",
+    )
+    again = await stack.reconcile()  # in step now: nothing to write
+    assert again.totals.read_model_repaired == 0
