@@ -27,21 +27,27 @@ from core.payloads import (
 )
 from tests.helpers import eventually
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
-from tests.workflows.helpers import POLICY, lifecycle, on_fakes, order, ref, view_when
+from tests.workflows.helpers import POLICY, Handle, lifecycle, on_fakes, order, ref, view_when
 from workflows.subscription import SubscriptionWorkflow
 from workflows.visibility import ACCESS, LAST_DECLINE_CODE
 
 HOUR = timedelta(hours=1)
 
 
+async def renewal_declined(
+    handle: Handle, stripe: FakeStripe, card: str, event: str = "invoice.payment_failed"
+) -> str:
+    """A renewal charged to `card` fails that card's way, and Stripe says so; the invoice."""
+    invoice = stripe.renew(paid=False, card=card)
+    await handle.signal(SubscriptionWorkflow.stripe_event, ref(event, invoice))
+    return invoice
+
+
 async def test_a_soft_decline_is_retried_on_schedule_and_recovers_at_retry_2(
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, mail):
-        invoice = stripe.renew(paid=False, card="pm_InsufficientFunds")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
-        )
+        await renewal_declined(handle, stripe, "pm_InsufficientFunds")
         view = await view_when(handle, lambda v: v.failed_payment_attempts == 1)
         assert (view.status, view.access, view.action_required) == (
             Status.PAST_DUE,
@@ -85,10 +91,7 @@ async def test_a_hard_decline_asks_for_a_new_card_and_never_charges_the_old_one(
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, mail):
-        invoice = stripe.renew(paid=False, card="pm_LostCard")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
-        )
+        await renewal_declined(handle, stripe, "pm_LostCard")
         view = await view_when(handle, lambda v: v.failed_payment_attempts == 1)
         assert view.action_required == ActionRequired(
             reason=ActionReason.NEW_PAYMENT_METHOD, url=POLICY.update_payment_method_url
@@ -121,10 +124,7 @@ async def test_a_new_default_card_set_in_stripe_is_tried_at_once_after_a_hard_de
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, _):
-        invoice = stripe.renew(paid=False, card="pm_LostCard")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
-        )
+        await renewal_declined(handle, stripe, "pm_LostCard")
         await view_when(handle, lambda v: v.action_required is not None)
         stripe.default_pm = "pm_from_the_portal"  # the customer portal sets a new default
         customer = stripe.sub["customer"]
@@ -144,9 +144,8 @@ async def test_a_payment_needing_authentication_waits_for_the_customer_and_recov
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, mail):
-        invoice = stripe.renew(paid=False, card="pm_authenticationRequired")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_action_required", invoice)
+        invoice = await renewal_declined(
+            handle, stripe, "pm_authenticationRequired", "invoice.payment_action_required"
         )
         view = await view_when(handle, lambda v: v.failed_payment_attempts == 1)
         hosted = f"https://invoice.stripe.test/i/{invoice}"
@@ -177,9 +176,8 @@ async def test_authentication_never_done_cancels_at_the_end_of_the_window(
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, mail):
-        invoice = stripe.renew(paid=False, card="pm_authenticationRequired")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_action_required", invoice)
+        await renewal_declined(
+            handle, stripe, "pm_authenticationRequired", "invoice.payment_action_required"
         )
         levels = [(await view_when(handle, lambda v: v.failed_payment_attempts == 1)).access]
         await env.sleep(POLICY.retry_delays[0] + HOUR)
@@ -341,10 +339,7 @@ async def test_a_failing_lookup_at_the_end_of_the_window_never_leaves_the_custom
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, _):
-        invoice = stripe.renew(paid=False, card="pm_LostCard")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_failed", invoice)
-        )
+        await renewal_declined(handle, stripe, "pm_LostCard")
         await view_when(handle, lambda v: v.action_required is not None)
         stripe.customer_gone = True  # every re-read of the customer fails (a 4xx)
         await env.sleep(POLICY.retry_delays[0] + HOUR)
@@ -360,9 +355,8 @@ async def test_a_new_card_set_in_stripe_during_an_authentication_wait_is_tried(
     env: WorkflowEnvironment,
 ) -> None:
     async with on_fakes(env, order()) as (handle, stripe, _):
-        invoice = stripe.renew(paid=False, card="pm_authenticationRequired")
-        await handle.signal(
-            SubscriptionWorkflow.stripe_event, ref("invoice.payment_action_required", invoice)
+        await renewal_declined(
+            handle, stripe, "pm_authenticationRequired", "invoice.payment_action_required"
         )
         await view_when(handle, lambda v: v.action_required is not None)
         stripe.default_pm = "pm_portal_visa"
