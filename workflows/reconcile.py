@@ -8,19 +8,12 @@ at the page it was on. The report is kept in the database and shown in the Tempo
 
 from __future__ import annotations
 
-from contextlib import suppress
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import (
     Client,
-    Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
 )
 from temporalio.common import RetryPolicy
 
@@ -34,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ReconcileRun,
         ReconcileTotals,
     )
+    from core.temporal import ensure_schedule
 
 # The on-demand run's id (the schedule's runs are `reconcile-<time>`).
 WORKFLOW_ID = "reconcile"
@@ -142,13 +136,7 @@ def _drift_line(drift: Drift) -> str:
 
 async def ensure_reconcile_schedule(client: Client, task_queue: str, every: timedelta) -> None:
     """Create the reconciliation schedule if it does not exist (every worker may call this)."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconcileWorkflow.run, ReconcileRun(), id=SCHEDULE_ID, task_queue=task_queue
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        # A run that outlasts the interval is never joined by a second one.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    action = ScheduleActionStartWorkflow(
+        ReconcileWorkflow.run, ReconcileRun(), id=SCHEDULE_ID, task_queue=task_queue
     )
-    with suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(SCHEDULE_ID, schedule)
+    await ensure_schedule(client, SCHEDULE_ID, action, every)

@@ -4,19 +4,12 @@ row's identifier, so a batch retried after a crash is counted once by Stripe."""
 
 from __future__ import annotations
 
-from contextlib import suppress
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import (
     Client,
-    Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
 )
 from temporalio.common import RetryPolicy
 
@@ -24,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.store import StoreActivities
     from activities.stripe import StripeActivities
     from core.payloads import MeterEvent, ReportUsage, UsageRun
+    from core.temporal import ensure_schedule
 
 SCHEDULE_ID = "usage-reporting"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -75,12 +69,7 @@ class UsageReportingWorkflow:
 
 async def ensure_usage_schedule(client: Client, task_queue: str, every: timedelta) -> None:
     """Create the reporting schedule if it does not exist (every worker may call this)."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            UsageReportingWorkflow.run, UsageRun(), id=SCHEDULE_ID, task_queue=task_queue
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    action = ScheduleActionStartWorkflow(
+        UsageReportingWorkflow.run, UsageRun(), id=SCHEDULE_ID, task_queue=task_queue
     )
-    with suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(SCHEDULE_ID, schedule)
+    await ensure_schedule(client, SCHEDULE_ID, action, every)
