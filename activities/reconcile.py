@@ -238,7 +238,7 @@ class ReconcileActivities:
                     started_at=sub.started_at or datetime.now(UTC),
                     canceled_at=sub.canceled_at,
                     access=view.access,
-                    last_decline_code=(error.decline_code or error.code) if error else None,
+                    last_decline_code=error.reason if error else None,
                     cancellation_reason=sub.cancellation_reason,
                 )
             )

@@ -72,7 +72,7 @@ def kind_of(error: PaymentError | None, requires_action: bool = False) -> Declin
         return DeclineKind.AUTHENTICATION
     if error is None:
         return DeclineKind.SOFT
-    reason = error.decline_code or error.code
+    reason = error.reason
     if reason in AUTHENTICATION_CODES or error.code in AUTHENTICATION_CODES:
         return DeclineKind.AUTHENTICATION
     if error.advice_code == "try_again_later":

@@ -185,6 +185,12 @@ class PaymentError(Payload):
     # When the workflow learnt of it (the view's `last_payment_error.at`).
     at: datetime | None = None
 
+    @property
+    def reason(self) -> str | None:
+        """The decline code, else the error code (`expired_card` has no decline code): what
+        the read model and the search attribute name as the last decline."""
+        return self.decline_code or self.code
+
 
 class InvoiceState(Payload):
     id: str

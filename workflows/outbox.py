@@ -154,11 +154,7 @@ class Outbox:
             started_at=s.started_at or workflow.now(),
             canceled_at=s.canceled_at,
             access=access,
-            last_decline_code=(
-                s.last_payment_error.decline_code or s.last_payment_error.code
-                if s.last_payment_error
-                else None
-            ),
+            last_decline_code=s.last_payment_error.reason if s.last_payment_error else None,
             cancellation_reason=s.cancellation_reason,
         )
         if row != self.shown:

@@ -62,7 +62,7 @@ class Visibility:
         }
         if decline_aware:  # runs started before these attributes existed do not upsert them
             wanted[ACCESS.name] = access.value
-            wanted[LAST_DECLINE_CODE.name] = (error.decline_code or error.code) if error else None
+            wanted[LAST_DECLINE_CODE.name] = error.reason if error else None
         if s.customer_id:
             wanted[CUSTOMER_ID.name] = s.customer_id
         updates: list[SearchAttributeUpdate[Any]] = []
