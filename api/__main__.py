@@ -6,11 +6,11 @@ import uvicorn
 
 from api.main import create_app
 from core.logging import configure_logging
-from core.settings import get_settings
+from core.settings import settings_or_exit
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings)
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None

@@ -11,11 +11,15 @@ import structlog
 
 from core.settings import Settings
 
-# Stripe secret/restricted keys, webhook secrets, bearer tokens and card-like digit runs.
+# Stripe secret/restricted keys, webhook secrets, bearer tokens, JWTs (our tokens, Temporal
+# Cloud API keys) and card-like digit runs.
 _SECRET = re.compile(
-    r"(sk|rk)_(test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9]+|Bearer\s+[A-Za-z0-9._\-]+|\b(?:\d[ -]?){13,19}\b"
+    r"(sk|rk)_(test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9]+|Bearer\s+[A-Za-z0-9._\-]+"
+    r"|\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*|\b(?:\d[ -]?){13,19}\b"
 )
-_SECRET_KEYS = {"api_key", "authorization", "secret", "password", "token", "stripe_api_key"}
+# A field whose name holds one of these is dropped whatever its value (jwt_secret, api_key,
+# smtp_password, temporal_api_key, ...).
+_SECRET_KEYS = ("api_key", "authorization", "secret", "password", "token")
 
 
 def redact(value: str) -> str:
@@ -25,7 +29,7 @@ def redact(value: str) -> str:
 
 def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if key.lower() in _SECRET_KEYS:
+        if any(part in key.lower() for part in _SECRET_KEYS):
             event[key] = "[redacted]"
         elif isinstance(value, str):
             event[key] = redact(value)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.payloads import Interval, Plan
@@ -17,12 +18,21 @@ EMULATOR_API_BASE = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_salesflow_local"
 # Good for local development only; production sets JWT_SECRET.
 DEV_JWT_SECRET = "salesflow-local-development-only"
+# HS256 wants a key as long as its hash (RFC 7518 3.2).
+MIN_JWT_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
     """Everything the services read from the environment; `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # A refused value is never echoed (it may be a secret); an empty variable is an unset one.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", hide_input_in_errors=True, env_ignore_empty=True
+    )
+
+    # `development` (the default) runs on the embedded defaults; anywhere else the services
+    # refuse to start with a development secret (see `_refuse_development_secrets`).
+    environment: Literal["development", "staging", "production"] = "development"
 
     # Stripe
     stripe_api_key: SecretStr = SecretStr(EMULATOR_API_KEY)
@@ -78,12 +88,24 @@ class Settings(BaseSettings):
     reconcile_every: timedelta = timedelta(hours=6)
     reconcile_concurrency: int = Field(default=8, ge=1, le=64)
 
-    # Temporal
+    # Temporal: named as Temporal's own environment configuration names them (the `temporal`
+    # CLI reads the same variables). An API key or any certificate turns TLS on; TEMPORAL_TLS
+    # forces it either way. Temporal Cloud: the namespace's gRPC endpoint and either an API key
+    # or a client certificate and key (mTLS); a private CA needs the server CA certificate.
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "billing"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool | None = None
+    temporal_tls_server_ca_cert_path: FilePath | None = None
+    temporal_tls_client_cert_path: FilePath | None = None
+    temporal_tls_client_key_path: FilePath | None = None
+    temporal_tls_server_name: str | None = None
     # How long an API request waits on Temporal before answering 503.
     temporal_rpc_timeout_seconds: float = 5.0
+    # Where the worker serves its Prometheus metrics (the Temporal SDK's and the billing
+    # counters), `host:port`; empty: not served. The API serves its own at GET /metrics.
+    worker_metrics_address: str = ""
 
     # HTTP API: where it listens, its JWT (HS256) secret, how long a call waits for the
     # customer's workflow to answer, and the accepted age of a webhook's signature.
@@ -131,6 +153,37 @@ class Settings(BaseSettings):
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _refuse_development_secrets(self) -> Self:
+        if self.environment != "development" and (problems := self.insecurities()):
+            raise ValueError(
+                f"ENVIRONMENT={self.environment} refuses "
+                + "".join(f"\n    - {problem}" for problem in problems)
+            )
+        if bool(self.temporal_tls_client_cert_path) != bool(self.temporal_tls_client_key_path):
+            raise ValueError(
+                "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH go together"
+            )
+        return self
+
+    def insecurities(self) -> list[str]:
+        """What is only acceptable in development, named by setting, never by value."""
+        problems = []
+        jwt_secret = self.jwt_secret.get_secret_value()
+        if jwt_secret == DEV_JWT_SECRET:
+            problems.append("JWT_SECRET is the development secret")
+        elif len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            problems.append(f"JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes")
+        key = self.stripe_api_key.get_secret_value()
+        real_stripe = (urlsplit(self.stripe_api_base).hostname or "").endswith("stripe.com")
+        if key == EMULATOR_API_KEY and real_stripe:
+            problems.append("STRIPE_API_KEY is the emulator's key, against Stripe itself")
+        if key != EMULATOR_API_KEY and not real_stripe:
+            problems.append("STRIPE_API_KEY is a real key, sent to a STRIPE_API_BASE not Stripe's")
+        if not self.stripe_webhook_secrets:
+            problems.append("STRIPE_WEBHOOK_SECRETS is empty (webhooks could not be verified)")
+        return problems
+
     def price_id(self, plan: Plan, interval: Interval) -> str:
         """The Stripe price id configured for a plan and billing interval."""
         price: str = getattr(self, f"stripe_price_{plan.value}_{interval.value}")
@@ -166,3 +219,19 @@ def parse_duration(text: str) -> timedelta:
 def get_settings() -> Settings:
     """The process-wide settings."""
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """The settings for a service's `main`: a refused value stops it with one message per
+    problem (which setting and why, never the value), not a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as err:
+        problems = "\n".join(
+            f"  {'.'.join(map(str, e['loc'])).upper() or 'settings'}: "
+            + str(e.get("ctx", {}).get("error", e["msg"]))
+            for e in err.errors()
+        )
+        raise SystemExit(
+            f"refusing to start, the settings are not safe to run:\n{problems}"
+        ) from None

@@ -21,19 +21,50 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.settings import Settings
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """The process's Temporal client (`lazy` connects on first use)."""
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
+    """The process's Temporal client (`lazy` connects on first use; `runtime` carries the
+    worker's metrics exporter)."""
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
+        **connect_config(settings),
         data_converter=pydantic_data_converter,
         lazy=lazy,
+        runtime=runtime,
     )
+
+
+def connect_config(settings: Settings) -> ClientConnectConfig:
+    """Address, namespace, API key and TLS for `Client.connect`, built by the SDK's own
+    environment configuration from the settings (the certificates read from their files)."""
+    cert_settings = (
+        settings.temporal_tls_server_ca_cert_path,
+        settings.temporal_tls_client_cert_path,
+        settings.temporal_tls_server_name,
+    )
+    tls = None
+    if settings.temporal_tls is not None or any(cert_settings):
+        tls = ClientConfigTLS(
+            disabled=settings.temporal_tls is False,
+            server_name=settings.temporal_tls_server_name,
+            server_root_ca_cert=settings.temporal_tls_server_ca_cert_path,
+            client_cert=settings.temporal_tls_client_cert_path,
+            client_private_key=settings.temporal_tls_client_key_path,
+        )
+    api_key = settings.temporal_api_key
+    return ClientConfigProfile(
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=api_key.get_secret_value() if api_key else None,
+        tls=tls,
+    ).to_client_connect_config()
 
 
 async def ensure_schedule(
