@@ -21,7 +21,8 @@ from activities.store import StoreActivities
 from activities.stripe import StripeActivities, stripe_client
 from core.db import make_engine, sessions
 from core.logging import configure_logging
-from core.settings import Settings, get_settings
+from core.metrics import CountRetries, prometheus_runtime
+from core.settings import Settings, settings_or_exit
 from core.temporal import connect, ensure_search_attributes
 from workflows.reconcile import ReconcileWorkflow, ensure_reconcile_schedule
 from workflows.subscription import SubscriptionWorkflow
@@ -45,7 +46,12 @@ WORKFLOWS = [SubscriptionWorkflow, UsageReportingWorkflow, ReconcileWorkflow]
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Serve the task queue until `stop` is set."""
-    client = await connect(settings)
+    runtime = (
+        prometheus_runtime(settings.worker_metrics_address)
+        if settings.worker_metrics_address
+        else None
+    )
+    client = await connect(settings, runtime=runtime)
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
     await ensure_usage_schedule(client, settings.temporal_task_queue, settings.usage_report_every)
     await ensure_reconcile_schedule(client, settings.temporal_task_queue, settings.reconcile_every)
@@ -62,11 +68,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 StoreActivities(sessions(engine)),
                 ReconcileActivities(client, stripe, settings, sessions(engine)),
             ),
+            interceptors=[CountRetries()],
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
         async with worker:
             log.info(
-                "worker polling %s on %s", settings.temporal_task_queue, settings.temporal_address
+                "worker polling %s on %s; metrics %s",
+                settings.temporal_task_queue,
+                settings.temporal_address,
+                f"at http://{settings.worker_metrics_address}/metrics"
+                if settings.worker_metrics_address
+                else "off (WORKER_METRICS_ADDRESS)",
             )
             await stop.wait()
             log.info("shutting down: finishing running activities")
@@ -74,7 +86,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings)
 
     async def serve() -> None:

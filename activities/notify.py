@@ -17,6 +17,7 @@ from sqlmodel import select
 from temporalio import activity
 
 from core.db import AsyncSession, NotificationSent
+from core.metrics import EMAILS_SENT, activity_meter
 from core.payloads import Email
 from core.settings import Settings
 
@@ -118,4 +119,5 @@ class NotifyActivities:
                 await session.commit()
             except IntegrityError:  # a concurrent attempt recorded it first
                 await session.rollback()
+        EMAILS_SENT.add(activity_meter(), kind=email.kind.value)
         return True

@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.store import StoreActivities
 from activities.stripe import subscription_state
 from core.db import AsyncSession, Customer, Reconciliation, SubscriptionRecord, insert_for
+from core.metrics import RECONCILE_DRIFT, activity_meter
 from core.payloads import (
     ENDED_STATUSES,
     Drift,
@@ -177,6 +178,9 @@ class ReconcileActivities:
 
         await asyncio.gather(*(check(sub) for sub in subs))
         drift.sort(key=lambda d: d.stripe_subscription_id)
+        meter = activity_meter()
+        for action in (*DriftAction, "customers_repaired", "read_model_repaired"):
+            RECONCILE_DRIFT.add(meter, counts[action], action=str(action))
         return ReconciledPage(
             totals=ReconcileTotals(
                 pages=1,

@@ -12,7 +12,14 @@ from sqlmodel import col, select
 from temporalio import activity
 
 from core.db import AsyncSession, Customer, Payment, SubscriptionRecord, UsageRecord, insert_for
-from core.payloads import Record, UsageItem
+from core.metrics import (
+    NO_DECLINE_CODE,
+    PAYMENT_ATTEMPTS_FAILED,
+    PAYMENTS_RECOVERED,
+    Counter,
+    activity_meter,
+)
+from core.payloads import LedgerEntry, PaymentKind, Record, UsageItem
 
 
 class StoreActivities:
@@ -37,11 +44,16 @@ class StoreActivities:
                         index_elements=["stripe_subscription_id"], set_=values
                     )
                 )
+            counted = None
             if record.payment:
                 stmt = insert_for(session, Payment).values(**record.payment.model_dump())
                 # The same invoice attempt and outcome is one row, however often it is written.
-                await session.exec(stmt.on_conflict_do_nothing())
+                inserted = (await session.exec(stmt.on_conflict_do_nothing())).rowcount
+                counted = await _payment_counter(session, record.payment) if inserted else None
             await session.commit()
+        if counted:
+            counter, decline_code = counted
+            counter.add(activity_meter(), decline_code=decline_code)
 
     @activity.defn(name="store.unreported_usage")
     async def unreported_usage(self, limit: int) -> list[UsageItem]:
@@ -75,3 +87,19 @@ class StoreActivities:
                 .values(reported_at=datetime.now(UTC))
             )
             await session.commit()
+
+
+async def _payment_counter(session: AsyncSession, entry: LedgerEntry) -> tuple[Counter, str] | None:
+    """What a new ledger row counts: a failed attempt by its decline code, or a recovery by the
+    decline code of the invoice's last failure."""
+    if entry.kind == PaymentKind.FAILED:
+        return PAYMENT_ATTEMPTS_FAILED, entry.decline_code or NO_DECLINE_CODE
+    if entry.kind != PaymentKind.SUCCEEDED or not entry.recovered:
+        return None
+    last = await session.exec(
+        select(Payment.decline_code)
+        .where(Payment.invoice_id == entry.invoice_id, Payment.kind == PaymentKind.FAILED)
+        .order_by(col(Payment.attempt).desc())
+        .limit(1)
+    )
+    return PAYMENTS_RECOVERED, last.first() or NO_DECLINE_CODE

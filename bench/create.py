@@ -28,8 +28,8 @@ from core.payloads import Interval, Plan
 from core.policy import DunningPolicy
 from core.settings import Settings
 from core.state import StartSubscription
-from devtools.stack import Ports, Stack
-from tests.helpers import free_port
+from devtools.stack import Stack
+from tests.helpers import free_ports
 
 
 async def through_the_api(stack: Stack, token: str, count: int, concurrency: int) -> float:
@@ -99,7 +99,7 @@ async def bare_starts(client: Client, count: int, concurrency: int) -> float:
 
 async def run(rounds: int = 3, count: int = 48, concurrency: int = 16) -> list[Figure]:
     data = Path(tempfile.mkdtemp(prefix="bench-create-"))
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = free_ports()
     stack = Stack(Path(sys.executable), data, ports, quiet=True)
     stack.start()
     try:

@@ -19,8 +19,8 @@ from bench.common import Figure, load
 from core.payloads import Interval, Plan, Status
 from core.policy import DunningPolicy
 from core.state import BillingState, StartSubscription
-from devtools.stack import Ports, Stack
-from tests.helpers import free_port
+from devtools.stack import Stack
+from tests.helpers import free_ports
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 
@@ -80,7 +80,7 @@ async def settled(database: Path, count: int, timeout: float = 1200) -> None:
 
 async def run(customers: int = 10_000, queries: int = 1_000) -> list[Figure]:
     data = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = free_ports()
     stack = Stack(Path(sys.executable), data, ports, quiet=True)
     stack.start()
     try:

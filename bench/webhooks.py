@@ -39,7 +39,7 @@ from core.policy import DunningPolicy
 from core.settings import EMULATOR_API_KEY
 from core.state import BillingState, StartSubscription
 from devtools.stack import WEBHOOK_SECRET, Ports, Stack
-from tests.helpers import free_port, fresh_postgres_database
+from tests.helpers import free_ports, fresh_postgres_database
 from workflows.subscription import SubscriptionWorkflow, workflow_id
 
 LUA = """
@@ -234,7 +234,7 @@ async def run(
 ) -> list[Figure]:
     """The acknowledgement ratio on one database (`sqlite` or a PostgreSQL URL)."""
     data = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = free_ports()
     with fresh_database(database) as url:
         return await _run(data, ports, url, rounds, seconds, customers, long_seconds)
 

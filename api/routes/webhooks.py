@@ -22,6 +22,7 @@ from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import EngineDep, SessionsDep, SettingsDep, TemporalDep
+from api.metrics import count_webhook
 from api.schemas import Outcome, Problem, WebhookOut
 from api.stripe_events import WebhookRefused, parse_event, read_body, verify_signature
 from core.db import Customer, WebhookEvent, dialect_insert
@@ -65,6 +66,7 @@ async def receive(
         )
         event = parse_event(text)
     except WebhookRefused as refused:
+        count_webhook("refused")
         raise HTTPException(refused.status, refused.detail) from None
     bound = log.bind(event_id=event.id, event_type=event.type)
     obj = event.object
@@ -107,11 +109,13 @@ async def receive(
         except (RPCError, RPCTimeoutOrCancelledError, TimeoutError) as err:
             await asyncio.wait([recording])
             bound.warning("webhook not handed to Temporal", error=str(err))
+            count_webhook("unavailable", event.type)
             raise HTTPException(503, "could not hand the event to the billing engine") from err
     try:
         first_outcome = await recording
     except SQLAlchemyError as err:
         bound.warning("webhook not recorded", error=str(err))
+        count_webhook("unavailable", event.type)
         raise HTTPException(503, "could not record the event; Stripe retries") from err
     duplicate = first_outcome is not None
     if handled and not taken and not duplicate:
@@ -120,6 +124,7 @@ async def receive(
         await _set_outcome(sessions, event.id, "ignored")
     status: Outcome = "duplicate" if duplicate else "processed" if handled else "ignored"
     bound.info("webhook " + status)
+    count_webhook(status, event.type)
     return WebhookOut(status=status, event_type=event.type)
 
 

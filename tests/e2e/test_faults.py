@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.stack import Ports, Stack
+from devtools.stack import Stack
 from tests.e2e.disturbed import (
     COMPLETED,
     EXPECTED,
@@ -44,14 +44,14 @@ from tests.e2e.disturbed import (
     expected_state,
     view_state,
 )
-from tests.helpers import free_port
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = free_ports()
     running = Stack(
         Path(sys.executable), tmp_path_factory.mktemp("faults"), ports, demo=True, quiet=True
     )

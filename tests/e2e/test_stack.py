@@ -1,5 +1,6 @@
 """End to end: the real processes (dev server, emulator, SMTP sink, worker, API) on free ports,
-driven through the scenario with a dunning policy in seconds."""
+driven through the scenario with a dunning policy in seconds; the API's and the worker's
+metrics scraped before and after it."""
 
 from __future__ import annotations
 
@@ -7,21 +8,24 @@ import asyncio
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stripe
 from temporalio.client import Client
 
 from devtools import scenario
-from devtools.stack import Ports, Stack
-from tests.helpers import free_port
+from devtools.stack import Stack
+from tests.deploy.monitoring import Sample, scrape, total
+from tests.helpers import free_ports
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = free_ports()
     running = Stack(
         Path(sys.executable), tmp_path_factory.mktemp("stack"), ports, demo=True, quiet=True
     )
@@ -31,9 +35,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert running.processes == []
 
 
+@dataclass(frozen=True)
+class Story:
+    views: dict[str, dict[str, Any]]
+    # The API's and the worker's metrics, before and after the story.
+    api: tuple[list[Sample], list[Sample]]
+    worker: tuple[list[Sample], list[Sample]]
+
+
+@pytest.fixture(scope="module")
+def story(stack: Stack) -> Story:
+    worker_metrics = f"http://127.0.0.1:{stack.ports.metrics}/metrics"
+    api_before, worker_before = scrape(f"{stack.api_url}/metrics"), scrape(worker_metrics)
+    views = scenario.run(stack.api_url, stack.token, "-e2e", 200)
+    return Story(
+        views,
+        (api_before, scrape(f"{stack.api_url}/metrics")),
+        (worker_before, scrape(worker_metrics)),
+    )
+
+
 @pytest.mark.timeout(420)
-async def test_the_story_end_to_end(stack: Stack) -> None:
-    views = await asyncio.to_thread(scenario.run, stack.api_url, stack.token, "-e2e", 200)
+async def test_the_story_end_to_end(stack: Stack, story: Story) -> None:
+    views = story.views
     assert stack.check() is None  # every process is still up
 
     # Through the API.
@@ -87,3 +111,51 @@ async def test_the_story_end_to_end(stack: Stack) -> None:
     assert await ids("BillingUserId = 'tina-e2e' AND BillingStatus = 'trialing'") == {
         "subscription-tina-e2e"
     }
+
+
+def test_the_billing_counters_moved_with_the_story(story: Story) -> None:
+    """Rita failed twice and recovered; Carl failed three times and was cancelled (both with
+    the emulator's generic decline); eight dunning emails and three receipts went out."""
+    before, after = story.worker
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    generic = {"decline_code": "generic_decline"}
+    assert moved("billing_payment_attempts_failed_total", **generic) == 5
+    assert moved("billing_payments_recovered_total", **generic) == 1
+    assert moved("billing_dunning_cancellations_total", plan="pro") == 1
+    assert moved("billing_emails_sent_total", kind="payment_failed") == 4
+    assert moved("billing_emails_sent_total", kind="final_notice") == 1
+    assert moved("billing_emails_sent_total", kind="receipt") >= 2
+    # The SDK's own, from the same exporter.
+    assert moved("temporal_workflow_task_execution_latency_count") > 0
+    assert (
+        moved(
+            "temporal_local_activity_execution_latency_count",
+            activity_type="stripe.create_subscription",
+        )
+        == 4
+    )
+
+
+def test_the_api_counted_webhooks_and_requests(story: Story) -> None:
+    before, after = story.api
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert (
+        moved("billing_webhooks_total", outcome="processed", event_type="invoice.payment_failed")
+        >= 5
+    )
+    assert moved("billing_webhooks_total", outcome="refused") == 0
+    assert (
+        moved(
+            "billing_api_request_duration_seconds_count",
+            method="POST",
+            route="/stripe/subscriptions",
+            status="201",
+        )
+        == 4
+    )
