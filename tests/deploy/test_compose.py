@@ -12,7 +12,7 @@ from temporalio.common import SearchAttributeIndexedValueType
 from devtools.stack import SEARCH_ATTRIBUTES as STACK_SEARCH_ATTRIBUTES
 from workflows.visibility import SEARCH_ATTRIBUTES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose() -> dict[str, Any]:
