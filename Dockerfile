@@ -1,6 +1,6 @@
 # The API and the worker (one image, two commands); only the product, no development tools.
 # Build: docker build -t salesflow-billing .
-FROM python:3.11-slim
+FROM python:3.11.16-slim-trixie
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LOG_FORMAT=json
 WORKDIR /app
 COPY pyproject.toml README.md ./
