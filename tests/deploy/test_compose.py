@@ -11,14 +11,20 @@ started and no image is pulled (tests/deploy/compose_cli.py installs the two too
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import os
 import re
 import subprocess
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
 from temporalio.common import SearchAttributeIndexedValueType
 
@@ -27,6 +33,7 @@ from core.payloads import Interval, Plan
 from core.settings import Settings
 from devtools.stack import SEARCH_ATTRIBUTES as STACK_SEARCH_ATTRIBUTES
 from tests.deploy.compose_cli import V2_VERSION, Compose, install_v1, install_v2
+from tests.deploy.monitoring import SCRAPE_CONFIG
 from tests.helpers import ROOT
 from workflows.visibility import SEARCH_ATTRIBUTES
 
@@ -49,8 +56,12 @@ REQUIRED = {
     "SMTP_HOST": "smtp.salesflow.example",
     "APP_UPDATE_PAYMENT_METHOD_URL": "https://app.salesflow.example/billing/payment-method",
 }
-# Plus one optional variable that two services must agree on.
-OPERATOR_ENV = {**REQUIRED, "POSTGRES_PASSWORD": "compose-sample-db-password"}
+# Plus the optional variables that two services must agree on.
+OPERATOR_ENV = {
+    **REQUIRED,
+    "POSTGRES_PASSWORD": "compose-sample-db-password",
+    "TEMPORAL_DB_PASSWORD": "compose-sample-temporal-password",
+}
 
 # The custom message of each `${VAR:?message}` in the file ("" for a bare `${VAR:?}`).
 DECLARED_MESSAGES = dict(
@@ -196,6 +207,7 @@ def test_the_project_services_get_production_settings(
         assert settings.dunning_retry_delays == [timedelta(days=7), timedelta(days=7)]
         assert settings.dunning_max_failures == 3
         assert settings.log_format == "json"
+        assert settings.environment == "production"  # development secrets refused
 
         database = make_url(settings.database_url)
         assert database.drivername == "postgresql+psycopg"
@@ -214,7 +226,8 @@ def test_the_api_listens_where_it_is_published_and_checked(
     rendered: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The API binds every interface on the port Compose publishes, and its healthcheck asks
-    that port's /readyz (a route the API has); the worker's healthcheck dials its Temporal."""
+    that port's /readyz (a route the API has); the worker serves its metrics on every
+    interface, on the port it exposes and Prometheus scrapes, and its healthcheck asks it."""
     api = rendered["services"]["api"]
     settings = settings_from(api["environment"], monkeypatch)
     assert settings.api_host == "0.0.0.0"
@@ -226,7 +239,16 @@ def test_the_api_listens_where_it_is_published_and_checked(
     assert "/readyz" in {getattr(route, "path", None) for route in health.router.routes}
     worker = rendered["services"]["worker"]
     worker_settings = settings_from(worker["environment"], monkeypatch)
-    assert f"'{worker_settings.temporal_address}'" in " ".join(worker["healthcheck"]["test"])
+    host, port = worker_settings.worker_metrics_address.rsplit(":", 1)
+    assert host == "0.0.0.0"
+    assert worker["expose"] == [port]
+    assert f"http://127.0.0.1:{port}/metrics" in " ".join(worker["healthcheck"]["test"])
+    scrape = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape}
+    assert targets == {
+        "billing-api": [f"api:{settings.api_port}"],
+        "billing-worker": [f"worker:{port}"],
+    }
 
 
 def test_temporal_setup_registers_every_search_attribute(
@@ -315,3 +337,73 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.skipif(
+    "TEST_DATABASE_URL" not in os.environ, reason="needs PostgreSQL (CI always sets it)"
+)
+def test_temporal_logs_in_with_the_role_postgres_makes_for_it(rendered: dict[str, Any]) -> None:
+    """The postgres image runs deploy/postgres-init.sh with its service's environment; the role
+    it makes must be the one the temporal service logs in as, with the password the operator
+    set (once a fixed 'temporal' whatever TEMPORAL_DB_PASSWORD said). Run here with `sh` and
+    `psql` against a real PostgreSQL, under a role name of its own; the stored SCRAM verifier is
+    checked against the password."""
+    import psycopg
+
+    services = rendered["services"]
+    postgres, temporal = services["postgres"], services["temporal"]
+    # v2 renders a volume as a mapping, v1 as `source:target:mode`.
+    mounts = [
+        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+        for v in postgres["volumes"]
+    ]
+    script = Path(next(source for source, target in mounts if "initdb.d" in target))
+    assert script == ROOT / "deploy" / "postgres-init.sh"
+    role = postgres["environment"]["TEMPORAL_DB_USER"]
+    password = postgres["environment"]["TEMPORAL_DB_PASSWORD"]
+    assert (temporal["environment"]["POSTGRES_USER"], temporal["environment"]["POSTGRES_PWD"]) == (
+        role,
+        password,
+    )
+    assert password == OPERATOR_ENV["TEMPORAL_DB_PASSWORD"]
+
+    server = make_url(os.environ["TEST_DATABASE_URL"])
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    test_role = f"temporal_{uuid.uuid4().hex[:10]}"
+    env = {
+        **os.environ,
+        **postgres["environment"],
+        "TEMPORAL_DB_USER": test_role,
+        "POSTGRES_USER": server.username or "postgres",
+        "POSTGRES_DB": server.database or "postgres",
+        "PGHOST": server.host or "127.0.0.1",
+        "PGPORT": str(server.port or 5432),
+    }
+    try:
+        subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, timeout=60)
+        with psycopg.connect(admin) as conn:
+            row = conn.execute(
+                "SELECT rolcanlogin, rolcreatedb, rolpassword FROM pg_authid WHERE rolname = %s",
+                (test_role,),
+            ).fetchone()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{test_role}"')
+    assert row is not None
+    can_login, can_create_databases, verifier = row
+    assert (can_login, can_create_databases) == (True, True)
+    assert scram_matches(verifier, password)
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether PostgreSQL's stored SCRAM-SHA-256 verifier (RFC 5803's form) is `password`'s."""
+    method, _, rest = verifier.partition("$")
+    iterations, _, rest = rest.partition(":")
+    salt, _, keys = rest.partition("$")
+    stored_key, _, _ = keys.partition(":")
+    assert method == "SCRAM-SHA-256"
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return hashlib.sha256(client_key).digest() == base64.b64decode(stored_key)
