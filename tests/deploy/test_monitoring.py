@@ -22,6 +22,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import api.metrics
 from core.metrics import COUNTERS, CountRetries, prometheus_runtime
+from core.settings import Settings
 from tests.deploy.monitoring import (
     DASHBOARD,
     PROMETHEUS_OWN,
@@ -168,7 +169,7 @@ def test_the_dashboard_shows_every_billing_metric() -> None:
     assert "billing_api_request_duration_seconds_bucket" in shown
 
 
-def test_the_readme_explains_every_alert_metric_and_file() -> None:
+def test_the_readme_explains_every_alert_metric_setting_and_file() -> None:
     readme = (ROOT / "README.md").read_text()
     production = readme[readme.index("## Going to production") :]
     for rule in rules():
@@ -177,3 +178,5 @@ def test_the_readme_explains_every_alert_metric_and_file() -> None:
         assert name in production, name
     assert "billing_api_request_duration_seconds" in production
     assert str(DASHBOARD.relative_to(ROOT)) in production
+    for setting in Settings.model_fields:
+        assert f"`{setting.upper()}`" in production, setting

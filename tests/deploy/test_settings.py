@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import structlog
@@ -26,9 +27,9 @@ SAFE = {
 }
 
 
-def settings(**changes: object) -> Settings:
-    """SAFE with `changes`, validated as if read from the environment (which is not read)."""
-    return Settings.model_validate({**SAFE, **changes})
+def settings(**changes: Any) -> Settings:
+    """SAFE with `changes` (and no .env file)."""
+    return Settings(_env_file=None, **{**SAFE, **changes})  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
 
 
 def test_a_production_configuration_starts() -> None:
@@ -51,19 +52,21 @@ def test_outside_development_each_development_secret_is_refused(
 ) -> None:
     with pytest.raises(ValidationError, match=named) as refused:
         settings(environment=environment, **changes)
-    assert "secret" not in str(refused.value).replace("_SECRET", "").replace("secret ", "")
-    assert "sk_live" not in str(refused.value)
+    message = str(refused.value)
+    for value in (*SAFE.values(), *changes.values()):
+        if value not in {"", "production", "https://api.stripe.com", EMULATOR_API_BASE}:
+            assert value not in message  # named by setting, never by value
 
 
 def test_development_runs_on_the_embedded_defaults() -> None:
-    defaults = Settings.model_validate({})
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic hides BaseSettings' _env_file from mypy
     assert defaults.environment == "development"
     assert len(defaults.insecurities()) == 2  # the development JWT secret, no webhook secret
 
 
 def test_a_refused_value_is_never_echoed() -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings.model_validate({"dunning_max_failures": "sk_live_leaked"})
+        settings(dunning_max_failures="sk_live_leaked")
     assert "sk_live_leaked" not in str(refused.value)
 
 
