@@ -65,13 +65,36 @@ class Stack:
     quiet: bool = False
     # Another database than the embedded SQLite file (the benchmark runs on PostgreSQL too).
     database_url: str | None = None
+    # Replicas, as a deployment runs them on one database and one Temporal server: an API
+    # process on each of these ports besides `ports.api` (the emulator delivers every webhook to
+    # each API), and a worker besides the first for each of these ports (its metrics' port,
+    # `ports.metrics` being the first's). With more than one, they are named api-1, api-2, ...
+    # and worker-1, worker-2, ... (else api and worker).
+    extra_api_ports: tuple[int, ...] = ()
+    extra_worker_metrics_ports: tuple[int, ...] = ()
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
+    # Each child's own variables on top of `env` (an API's port, a worker's metrics address).
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def api_ports(self) -> tuple[int, ...]:
+        """Every API process's port, `ports.api` first."""
+        return (self.ports.api, *self.extra_api_ports)
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
+
+    @property
+    def worker_metrics_ports(self) -> tuple[int, ...]:
+        """Every worker's metrics port, `ports.metrics` first."""
+        return (self.ports.metrics, *self.extra_worker_metrics_ports)
 
     @property
     def stripe_url(self) -> str:
@@ -92,7 +115,6 @@ class Stack:
             or f"sqlite+aiosqlite:///{self.data / 'billing.sqlite3'}",
             "SMTP_PORT": str(p.smtp),
             "API_PORT": str(p.api),
-            "WORKER_METRICS_ADDRESS": f"127.0.0.1:{p.metrics}",
             **(DEMO_POLICY if self.demo else {}),
         }
         try:
@@ -125,8 +147,11 @@ class Stack:
                     str(p.stripe),
                     "--state-file",
                     str(self.data / "stripe.json"),
-                    "--webhook-url",
-                    f"{self.api_url}/stripe/webhooks",
+                    *(
+                        arg
+                        for url in self.api_urls
+                        for arg in ("--webhook-url", f"{url}/stripe/webhooks")
+                    ),
                     "--webhook-secret",
                     WEBHOOK_SECRET,
                     "--webhook-retry-base",
@@ -152,9 +177,17 @@ class Stack:
                 if name.startswith("STRIPE_PRICE_"):
                     self.env[name] = value
             self._wait_temporal(60)
-            self._spawn("worker", [str(self.python), "worker.py"])
-            self._spawn("api", [str(self.python), "-m", "api"])
-            _wait_http(f"{self.api_url}/readyz", 60)
+            workers = self.worker_metrics_ports
+            for name, port in zip(_names("worker", len(workers)), workers, strict=True):
+                self._spawn(
+                    name,
+                    [str(self.python), "worker.py"],
+                    WORKER_METRICS_ADDRESS=f"127.0.0.1:{port}",
+                )
+            for name, port in zip(_names("api", len(self.api_ports)), self.api_ports, strict=True):
+                self._spawn(name, [str(self.python), "-m", "api"], API_PORT=str(port))
+            for url in self.api_urls:
+                _wait_http(f"{url}/readyz", 60)
             (self.data / STACK_FILE).write_text(
                 json.dumps({"pid": os.getpid(), "ports": asdict(self.ports)}) + "\n"
             )
@@ -193,7 +226,7 @@ class Stack:
         """Start a child again with the command and environment it was first started with."""
         if any(running == name for running, _ in self.processes):
             raise RuntimeError(f"{name} is still running")
-        self._spawn(name, self.commands[name])
+        self._spawn(name, self.commands[name], **self.overrides[name])
 
     def check(self) -> str | None:
         """The name of a process that has exited, if any."""
@@ -202,11 +235,12 @@ class Stack:
                 return name
         return None
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
-        self.commands[name] = cmd
+    def _spawn(self, name: str, cmd: list[str], **overrides: str) -> None:
+        self.commands[name], self.overrides[name] = cmd, overrides
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 (kept open for the child)
         out = log if self.quiet or name in ("temporal", "stripe-emulator") else None
-        process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=out or log)
+        env = {**self.env, **overrides}
+        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out or log)
         self.processes.append((name, process))
 
     def _run(self, args: list[str]) -> str:
@@ -241,6 +275,11 @@ class Stack:
                 break
             time.sleep(0.5)
         raise RuntimeError("the Temporal dev server did not start (see temporal.log)")
+
+
+def _names(kind: str, count: int) -> list[str]:
+    """The processes' names: `kind` alone, or numbered replicas."""
+    return [kind] if count == 1 else [f"{kind}-{i}" for i in range(1, count + 1)]
 
 
 def _wait_http(url: str, timeout: float) -> None:

@@ -32,17 +32,15 @@ def build(args: argparse.Namespace) -> Any:
         account, retry_base_seconds=args.webhook_retry_base, max_attempts=args.webhook_attempts
     )
     emulator = Emulator(account, dispatcher, api_key=args.api_key)
-    if args.webhook_url:
+    for url in args.webhook_url or ():
         existing = [
             o
             for o in account.objects.values()
-            if o["object"] == "webhook_endpoint"
-            and o["url"] == args.webhook_url
-            and not o.get("deleted")
+            if o["object"] == "webhook_endpoint" and o["url"] == url and not o.get("deleted")
         ]
         if not existing:
             account.create_webhook_endpoint(
-                {"url": args.webhook_url, "enabled_events": ["*"]}, secret=args.webhook_secret
+                {"url": url, "enabled_events": ["*"]}, secret=args.webhook_secret
             )
     return emulator
 
@@ -63,7 +61,7 @@ def _positive(value: str) -> int:
     return number
 
 
-def main(argv: list[str] | None = None) -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stripe-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the emulator")
@@ -71,7 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=12111)
     serve.add_argument("--api-key", default=None, help="accept only this sk_test_ key")
     serve.add_argument("--state-file", default=None, help="keep state in this JSON file")
-    serve.add_argument("--webhook-url", default=None, help="deliver every event to this URL")
+    serve.add_argument(
+        "--webhook-url",
+        action="append",
+        default=None,
+        help="deliver every event to this URL (repeat it for more endpoints)",
+    )
     serve.add_argument("--webhook-secret", default=None, help="signing secret for --webhook-url")
     serve.add_argument("--webhook-retry-base", type=float, default=1.0, help="first retry delay, s")
     serve.add_argument("--webhook-attempts", type=int, default=8)
@@ -89,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         f"(default {DEFAULT_UPCOMING_INVOICE_DAYS})",
     )
     sub.add_parser("seed", help="create the SalesFlow catalog and print its settings")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments().parse_args(argv)
 
     settings = get_settings()
     configure_logging(settings)

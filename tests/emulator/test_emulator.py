@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from activities.stripe import stripe_client
 from core.settings import Settings
+from emulator.__main__ import arguments, build
 from emulator.account import Account
 from emulator.app import Emulator
 from emulator.resources.subscriptions import add_interval
@@ -364,6 +365,17 @@ async def test_webhooks_are_signed_and_retried(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def test_serve_makes_one_endpoint_per_webhook_url() -> None:
+    # The stack gives each API replica its own endpoint: every event reaches each of them.
+    urls = ["http://127.0.0.1:1/hook", "http://127.0.0.1:2/hook"]
+    args = arguments().parse_args(
+        ["serve", "--webhook-secret", "whsec_both", *(f"--webhook-url={url}" for url in urls)]
+    )
+    objects = build(args).account.objects.values()
+    endpoints = [(o["url"], o["_secret"]) for o in objects if o["object"] == "webhook_endpoint"]
+    assert sorted(endpoints) == [(url, "whsec_both") for url in urls]
 
 
 def test_state_file_survives_a_restart(tmp_path: Any) -> None:
