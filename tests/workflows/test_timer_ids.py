@@ -8,7 +8,8 @@ Replay hands the result over in the earlier task, alone, before those signals (a
 started and cancelled a timer the original run never started. Core sends neither command and
 does not notice, but the workflow's later timers are numbered one higher than the server's ids,
 and once a new worker replayed the history every task that cancelled a timer was refused
-(`BadCancelTimerAttributes`).
+(`BadCancelTimerAttributes`). Runs with the `steady-wakeup-timer` patch start a timer only when
+the time to wake up changes (`workflows/wakeup.py`), so a pause replay adds starts none.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ STUCK = HISTORIES / "timer_ids_diverge_after_query_during_local_activity.json"
 
 async def test_the_stuck_customers_history_numbers_timers_differently_on_replay() -> None:
     """The check finds what the SDK misses: replay sends timer commands the history does not
-    have."""
+    have. (Runs from before `steady-wakeup-timer` keep the old wait, so this stays.)"""
     history = WorkflowHistory.from_json(STUCK.stem, STUCK.read_text())
     assert await timer_id_mismatches(history) == {
         # Task 35 had cancelled timer 2 and started none; replay starts timer 3 there...
