@@ -13,7 +13,10 @@ where those pauses fall, and the SDK does not always replay them where they fell
 answered while a local activity ran hands that activity's result to the workflow in the next
 workflow task, with that task's signals, but replay hands it over alone, before them. The
 wake-up here is started only when the time to wake up changes, and kept across events: which
-timers the workflow starts follows from its state, not from how its events were grouped.
+timers the workflow starts follows from its state, not from how its events were grouped. What it
+cannot cover: a pause that replay adds where the time to wake up itself changed (an event handled
+in it moved a retry or a reminder) still starts a timer the original did not; only SDK core
+handing the result over where it did in the original run closes that.
 """
 
 from __future__ import annotations
