@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import calls
     from workflows.outbox import Outbox, day, money
     from workflows.visibility import Visibility
+    from workflows.wakeup import WakeUp
 
 
 # Memory kept of handled event ids and counted payment attempts (enough to outlast redelivery).
@@ -63,6 +64,10 @@ RECENT = 500
 # Runs started on code with this patch know declines, access levels and pre-dunning; runs
 # started before keep the old behaviour until they continue as new (their histories replay).
 DECLINE_AWARE = "decline-aware-dunning"
+# Runs started on code with this patch wait for their next timed step on one timer kept across
+# events (`workflows/wakeup.py`); runs started before keep a timer per pause between events
+# until they continue as new (their timers are numbered that way in their histories).
+STEADY_TIMER = "steady-wakeup-timer"
 
 
 # What the customer is waiting to do, for the timer's summary.
@@ -106,6 +111,8 @@ class SubscriptionWorkflow:
         self.next_action = ""
         # Read at the start of the run's first activation, before any handler runs.
         self.decline_aware = workflow.patched(DECLINE_AWARE)
+        self.steady_timer = workflow.patched(STEADY_TIMER)
+        self.wakeup = WakeUp()
 
     @property
     def policy(self) -> DunningPolicy:
@@ -147,22 +154,25 @@ class SubscriptionWorkflow:
             self.changed = False
             due, what = self._next_timer()
             self._publish(due, what)
-            timeout = max(due - workflow.now(), timedelta(0)) if due else None
-            try:
-                await workflow.wait_condition(
-                    lambda: (
-                        bool(self.state.pending_events)
-                        or self.changed
-                        or self.state.status == Status.CANCELED
-                        or self._continue_as_new_due()
-                    ),
-                    timeout=timeout,
-                    timeout_summary=what or None,
-                )
-            except TimeoutError:
-                async with self.lock:
-                    await self._on_timers()
-                continue
+            if self.steady_timer:
+                if due and due <= workflow.now():
+                    async with self.lock:
+                        await self._on_timers()
+                    continue
+                # No timer is started or cancelled here unless `due` has changed: the pauses
+                # between events are not where the SDK's replay always finds them.
+                self.wakeup.set(due, what)
+                await workflow.wait_condition(lambda: self._woken() or self.wakeup.rang)
+            else:
+                timeout = max(due - workflow.now(), timedelta(0)) if due else None
+                try:
+                    await workflow.wait_condition(
+                        self._woken, timeout=timeout, timeout_summary=what or None
+                    )
+                except TimeoutError:
+                    async with self.lock:
+                        await self._on_timers()
+                    continue
             async with self.lock:
                 while self.state.pending_events and self.state.status != Status.CANCELED:
                     ref = self._next_event()
@@ -179,6 +189,15 @@ class SubscriptionWorkflow:
             await self._quiesce()
             if not self.state.records:
                 return self._view()
+
+    def _woken(self) -> bool:
+        """Something for the main loop to do besides its timed steps."""
+        return (
+            bool(self.state.pending_events)
+            or self.changed
+            or self.state.status == Status.CANCELED
+            or self._continue_as_new_due()
+        )
 
     def _continue_as_new_due(self) -> bool:
         return (
