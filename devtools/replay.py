@@ -23,10 +23,11 @@ from functools import cache
 from temporalio.client import Client, WorkflowExecution, WorkflowHistory
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Replayer, WorkflowRunner
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 
 from core.settings import get_settings
 from core.temporal import connect
+from devtools.timer_ids import Activation, Recorder, describe, mismatches
 from worker import SANDBOX, WORKFLOWS
 
 DEFAULT_QUERY = "WorkflowType = 'SubscriptionWorkflow' AND ExecutionStatus = 'Running'"
@@ -80,9 +81,11 @@ async def replay_running(
     )
     # The worker's own converter comes with the client `connect` made; the namespace is the
     # real one in case a workflow reads it.
+    recorder = Recorder()
     replayer = Replayer(
         workflows=workflows,
-        workflow_runner=runner,
+        workflow_runner=recorder.runner(runner),
+        unsandboxed_workflow_runner=recorder.runner(UnsandboxedWorkflowRunner()),
         data_converter=client.data_converter,
         namespace=client.namespace,
         runtime=_quiet_runtime(),
@@ -97,10 +100,14 @@ async def replay_running(
         async for result in results:
             report.replayed += 1
             run_id = runs.pop(id(result.history))
-            if result.replay_failure is not None:
-                divergence = Divergence(
-                    result.history.workflow_id, run_id, _describe(result.replay_failure)
-                )
+            activations = recorder.take()  # this history's
+            problem = (
+                _describe(result.replay_failure)
+                if result.replay_failure is not None
+                else _timer_ids(result.history, activations)
+            )
+            if problem is not None:
+                divergence = Divergence(result.history.workflow_id, run_id, problem)
                 report.divergences.append(divergence)
                 print(
                     f"DIVERGES {divergence.workflow_id} (run {divergence.run_id}):\n"
@@ -156,6 +163,13 @@ def _quiet_runtime() -> Runtime:
     would repeat, in Rust's debug format, what the command prints."""
     quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
     return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+
+
+def _timer_ids(history: WorkflowHistory, activations: list[Activation]) -> str | None:
+    """A history that replays but whose timers this code numbers otherwise: the SDK does not
+    notice, and the run fails at its next timer cancel (README, "Timer ids")."""
+    found = mismatches(history, activations)
+    return describe(history, found) if found else None
 
 
 def _describe(failure: Exception) -> str:

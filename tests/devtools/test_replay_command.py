@@ -175,3 +175,49 @@ async def test_a_change_behind_workflow_patched_replays_and_the_same_change_with
     out = capsys.readouterr().out
     assert f"DIVERGES {greeting} (run {handle.result_run_id})" in out
     assert "NondeterminismError: " in out
+
+
+# --- timer ids, which the SDK's replayer does not compare -------------------------------------
+# A release that drops a wait whose condition was always already true: it started and cancelled
+# a timer in one activation, so no event shows it, but it took timer number 1. Replay passes;
+# the next timer cancel would not (README, "Timer ids").
+
+
+@workflow.defn(name="Blip", sandboxed=False)
+class BlipV1:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: True, timeout=timedelta(hours=1))
+        await workflow.sleep(timedelta(hours=1))
+
+
+@workflow.defn(name="Blip", sandboxed=False)
+class BlipV2:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(timedelta(hours=1))
+
+
+async def test_timers_numbered_otherwise_are_named_with_the_reset_that_rescues_them(
+    server: WorkflowEnvironment, address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, blip = f"blip-{uuid.uuid4()}", f"blip-{uuid.uuid4()}"
+    async with Worker(server.client, task_queue=queue, workflows=[BlipV1]):
+        handle = await server.client.start_workflow("Blip", id=blip, task_queue=queue)
+
+        async def timer_started() -> bool:
+            history = await handle.fetch_history()
+            return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+        await eventually(timer_started)
+    only_blip = ["--address", address, "--query", f"WorkflowId = '{blip}'"]
+
+    assert await command(only_blip, workflows=[BlipV1]) == REPLAYS
+    assert "all 1 replay on this code" in capsys.readouterr().out
+
+    assert await command(only_blip, workflows=[BlipV2]) == DIVERGES
+    out = capsys.readouterr().out
+    assert f"DIVERGES {blip} (run {handle.result_run_id})" in out
+    assert "TimerIdsDiverge: from the workflow task started at event 3" in out
+    assert "(replay sends [start timer 1], the history has [start timer 2])" in out
+    assert f"temporal workflow reset -w {blip} --event-id 4 " in out

@@ -32,8 +32,8 @@ from temporalio.worker import Worker
 
 from core.payloads import Status
 from core.temporal import ensure_search_attributes
+from devtools.timer_ids import Recorder, timer_id_mismatches
 from tests.helpers import eventually
-from tests.workflows.activations import Recorder, timer_id_mismatches
 from tests.workflows.fakes import FakeMailbox, FakeStore, FakeStripe
 from tests.workflows.helpers import HISTORIES, Handle, order, ref
 from tests.workflows.test_replay import recorded

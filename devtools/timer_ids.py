@@ -1,5 +1,6 @@
 """What workflow code is handed and answers, activation by activation, and a check the SDK lacks:
-that on replay the workflow numbers its timers as the history recorded them.
+that on replay the workflow numbers its timers as the history recorded them (`dev.py replay`
+runs it on every history it replays; the tests on the recorded ones).
 
 Temporal's SDK core matches a replayed `StartTimer` with the history's `TimerStarted` without
 comparing the timer's number (its sequence number) with the event's timer id, and a timer the
@@ -26,8 +27,8 @@ from temporalio.worker import (
     WorkflowInstanceDetails,
     WorkflowRunner,
 )
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from worker import SANDBOX
 from workflows.subscription import SubscriptionWorkflow
 
 # ("start" | "cancel", timer id): a timer command that reaches the server, or its event.
@@ -61,8 +62,16 @@ class Recorder:
     on_query: Callable[[], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def runner(self) -> WorkflowRunner:
-        return _RecordingRunner(self)
+    def runner(self, inner: WorkflowRunner | None = None) -> WorkflowRunner:
+        """`inner` (the worker's own sandbox by default), each instance wrapped to record."""
+        return _RecordingRunner(inner or SANDBOX, self)
+
+    def take(self) -> list[Activation]:
+        """The activations recorded so far, forgotten here (a replayer replays one history at
+        a time: what it recorded since the last result is that history's)."""
+        with self._lock:
+            taken, self.activations = self.activations, []
+        return taken
 
     def _record(self, act: WorkflowActivation, done: WorkflowActivationCompletion) -> None:
         jobs = [
@@ -108,10 +117,10 @@ class _RecordingInstance(WorkflowInstance):
 
 
 class _RecordingRunner(WorkflowRunner):
-    """The worker's sandboxed runner, each instance wrapped to record its activations."""
+    """A runner whose instances record their activations."""
 
-    def __init__(self, recorder: Recorder) -> None:
-        self.inner = SandboxedWorkflowRunner()
+    def __init__(self, inner: WorkflowRunner, recorder: Recorder) -> None:
+        self.inner = inner
         self.recorder = recorder
 
     def prepare_workflow(self, defn: Any) -> None:
@@ -169,11 +178,46 @@ def replayed_timer_steps(activations: list[Activation]) -> dict[int, list[TimerS
     return steps
 
 
-async def timer_id_mismatches(
-    history: WorkflowHistory,
-) -> dict[int, tuple[list[TimerStep], list[TimerStep]]]:
-    """Replay the history; for each completed workflow task whose timer commands differ from the
-    timer events it recorded: (what replay sends, what the history has)."""
+Mismatches = dict[int, tuple[list[TimerStep], list[TimerStep]]]
+
+
+def mismatches(history: WorkflowHistory, activations: list[Activation]) -> Mismatches:
+    """For each completed workflow task whose timer commands on replay (`activations`) differ
+    from the timer events it recorded: (what replay sends, what the history has)."""
+    recorded = recorded_timer_steps(history)
+    replayed = replayed_timer_steps([a for a in activations if a.replaying])
+    return {
+        task: (replayed.get(task, []), steps)
+        for task, steps in recorded.items()
+        if replayed.get(task, []) != steps
+    }
+
+
+def describe(history: WorkflowHistory, found: Mismatches) -> str:
+    """What an operator needs: where the numbering first differs, what it breaks, the reset."""
+    first = min(found)
+    replayed, recorded = found[first]
+    completed = next(
+        e.event_id
+        for e in history.events
+        if e.HasField("workflow_task_completed_event_attributes") and e.event_id > first
+    )
+    return (
+        f"TimerIdsDiverge: from the workflow task started at event {first}, this code numbers "
+        f"the run's timers differently from its history (replay sends {_shown(replayed)}, the "
+        f"history has {_shown(recorded)}): the next timer it cancels will be refused "
+        "(BadCancelTimerAttributes) and the workflow will stand still. Reset it: temporal "
+        f"workflow reset -w {history.workflow_id} --event-id {completed} "
+        '--reason "timer ids diverged"'
+    )
+
+
+def _shown(steps: list[TimerStep]) -> str:
+    return "[" + ", ".join(f"{kind} timer {seq}" for kind, seq in steps) + "]"
+
+
+async def timer_id_mismatches(history: WorkflowHistory) -> Mismatches:
+    """Replay the history on the subscription workflow and return its mismatches."""
     recorder = Recorder()
     replayer = Replayer(
         workflows=[SubscriptionWorkflow],
@@ -182,10 +226,4 @@ async def timer_id_mismatches(
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
-    recorded = recorded_timer_steps(history)
-    replayed = replayed_timer_steps([a for a in recorder.activations if a.replaying])
-    return {
-        task: (replayed.get(task, []), steps)
-        for task, steps in recorded.items()
-        if replayed.get(task, []) != steps
-    }
+    return mismatches(history, recorder.take())
