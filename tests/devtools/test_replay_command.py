@@ -124,6 +124,23 @@ async def test_a_query_the_server_refuses_is_status_2(
     assert "cannot read the workflows on Temporal at" in capsys.readouterr().out
 
 
+async def run_until_its_timer(
+    server: WorkflowEnvironment, version: type, name: str
+) -> tuple[str, str | None]:
+    """Run one `name` workflow on `version` until its timer is started, its worker then gone:
+    (workflow id, run id)."""
+    queue, workflow_id = f"{name}-{uuid.uuid4()}", f"{name}-{uuid.uuid4()}"
+    async with Worker(server.client, task_queue=queue, workflows=[version]):
+        handle = await server.client.start_workflow(name, id=workflow_id, task_queue=queue)
+
+        async def timer_started() -> bool:
+            history = await handle.fetch_history()
+            return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+        await eventually(timer_started)
+    return workflow_id, handle.result_run_id
+
+
 # --- `workflow.patched`, shown once ---------------------------------------------------------
 # Version 1 waits an hour. Version 2 greets the customer first: new runs greet, and runs that
 # started on version 1 must replay without the greeting, so the change is behind a patch.
@@ -157,15 +174,7 @@ class GreetingV2Unpatched:
 async def test_a_change_behind_workflow_patched_replays_and_the_same_change_without_does_not(
     server: WorkflowEnvironment, address: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, greeting = f"greeting-{uuid.uuid4()}", f"greeting-{uuid.uuid4()}"
-    async with Worker(server.client, task_queue=queue, workflows=[GreetingV1]):
-        handle = await server.client.start_workflow(GreetingV1.run, id=greeting, task_queue=queue)
-
-        async def timer_started() -> bool:
-            history = await handle.fetch_history()
-            return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
-
-        await eventually(timer_started)
+    greeting, run_id = await run_until_its_timer(server, GreetingV1, "Greeting")
     only_v1 = ["--address", address, "--query", f"WorkflowId = '{greeting}'"]
 
     assert await command(only_v1, workflows=[GreetingV2Patched]) == REPLAYS
@@ -173,7 +182,7 @@ async def test_a_change_behind_workflow_patched_replays_and_the_same_change_with
 
     assert await command(only_v1, workflows=[GreetingV2Unpatched]) == DIVERGES
     out = capsys.readouterr().out
-    assert f"DIVERGES {greeting} (run {handle.result_run_id})" in out
+    assert f"DIVERGES {greeting} (run {run_id})" in out
     assert "NondeterminismError: " in out
 
 
@@ -201,15 +210,7 @@ class BlipV2:
 async def test_timers_numbered_otherwise_are_named_with_the_reset_that_rescues_them(
     server: WorkflowEnvironment, address: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    queue, blip = f"blip-{uuid.uuid4()}", f"blip-{uuid.uuid4()}"
-    async with Worker(server.client, task_queue=queue, workflows=[BlipV1]):
-        handle = await server.client.start_workflow("Blip", id=blip, task_queue=queue)
-
-        async def timer_started() -> bool:
-            history = await handle.fetch_history()
-            return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
-
-        await eventually(timer_started)
+    blip, run_id = await run_until_its_timer(server, BlipV1, "Blip")
     only_blip = ["--address", address, "--query", f"WorkflowId = '{blip}'"]
 
     assert await command(only_blip, workflows=[BlipV1]) == REPLAYS
@@ -217,7 +218,7 @@ async def test_timers_numbered_otherwise_are_named_with_the_reset_that_rescues_t
 
     assert await command(only_blip, workflows=[BlipV2]) == DIVERGES
     out = capsys.readouterr().out
-    assert f"DIVERGES {blip} (run {handle.result_run_id})" in out
+    assert f"DIVERGES {blip} (run {run_id})" in out
     assert "TimerIdsDiverge: from the workflow task started at event 3" in out
     assert "(replay sends [start timer 1], the history has [start timer 2])" in out
     assert f"temporal workflow reset -w {blip} --event-id 4 " in out
