@@ -27,7 +27,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunne
 
 from core.settings import get_settings
 from core.temporal import connect
-from devtools.timer_ids import Activation, Recorder, describe, mismatches
+from devtools.timer_ids import Activation, Recorder, describe, timer_divergence
 from worker import SANDBOX, WORKFLOWS
 
 DEFAULT_QUERY = "WorkflowType = 'SubscriptionWorkflow' AND ExecutionStatus = 'Running'"
@@ -168,7 +168,7 @@ def _quiet_runtime() -> Runtime:
 def _timer_ids(history: WorkflowHistory, activations: list[Activation]) -> str | None:
     """A history that replays but whose timers this code numbers otherwise: the SDK does not
     notice, and the run fails at its next timer cancel (README, "Timer ids")."""
-    found = mismatches(history, activations)
+    found = timer_divergence(history, activations)
     return describe(history, found) if found else None
 
 

@@ -178,37 +178,66 @@ def replayed_timer_steps(activations: list[Activation]) -> dict[int, list[TimerS
     return steps
 
 
-Mismatches = dict[int, tuple[list[TimerStep], list[TimerStep]]]
+@dataclass(frozen=True)
+class TimerDivergence:
+    """Where replay's timer commands and the history's timer events part: the workflow task
+    (its started event id) from which they differ, and each side's steps from there on."""
+
+    task: int
+    replayed: list[TimerStep]
+    recorded: list[TimerStep]
 
 
-def mismatches(history: WorkflowHistory, activations: list[Activation]) -> Mismatches:
-    """For each completed workflow task whose timer commands on replay (`activations`) differ
-    from the timer events it recorded: (what replay sends, what the history has)."""
-    recorded = recorded_timer_steps(history)
-    replayed = replayed_timer_steps([a for a in activations if a.replaying])
-    return {
-        task: (replayed.get(task, []), steps)
-        for task, steps in recorded.items()
-        if replayed.get(task, []) != steps
-    }
+def timer_divergence(
+    history: WorkflowHistory, activations: list[Activation]
+) -> TimerDivergence | None:
+    """Whether the timer commands replay sends (`activations`) are, in order, the timer events
+    the history recorded. Only the order counts, not the workflow task: SDK core may hand a
+    local activity's result over a task earlier on replay than it did (the marker's
+    `activation_index`), and a timer command that follows moves with it, harmlessly as long as
+    its id is the one the server has."""
+    return compare(
+        recorded_timer_steps(history),
+        replayed_timer_steps([a for a in activations if a.replaying]),
+    )
 
 
-def describe(history: WorkflowHistory, found: Mismatches) -> str:
+def compare(
+    recorded_by_task: dict[int, list[TimerStep]], replayed_by_task: dict[int, list[TimerStep]]
+) -> TimerDivergence | None:
+    """The two sides' timer steps, by workflow task, compared in order."""
+    recorded, replayed = _in_order(recorded_by_task), _in_order(replayed_by_task)
+    if [step for _, step in recorded] == [step for _, step in replayed]:
+        return None
+    first = next(
+        (n for n, pair in enumerate(zip(recorded, replayed, strict=False)) if pair[0] != pair[1]),
+        min(len(recorded), len(replayed)),
+    )
+    return TimerDivergence(
+        task=min(task for task, _ in recorded[first : first + 1] + replayed[first : first + 1]),
+        replayed=[step for _, step in replayed[first:]],
+        recorded=[step for _, step in recorded[first:]],
+    )
+
+
+def _in_order(steps: dict[int, list[TimerStep]]) -> list[tuple[int, TimerStep]]:
+    return [(task, step) for task in sorted(steps) for step in steps[task]]
+
+
+def describe(history: WorkflowHistory, found: TimerDivergence) -> str:
     """What an operator needs: where the numbering first differs, what it breaks, the reset."""
-    first = min(found)
-    replayed, recorded = found[first]
     completed = next(
         e.event_id
         for e in history.events
-        if e.HasField("workflow_task_completed_event_attributes") and e.event_id > first
+        if e.HasField("workflow_task_completed_event_attributes") and e.event_id > found.task
     )
     return (
-        f"TimerIdsDiverge: from the workflow task started at event {first}, this code numbers "
-        f"the run's timers differently from its history (replay sends {_shown(replayed)}, the "
-        f"history has {_shown(recorded)}): the next timer it cancels will be refused "
-        "(BadCancelTimerAttributes) and the workflow will stand still. Reset it: temporal "
-        f"workflow reset -w {history.workflow_id} --event-id {completed} "
-        '--reason "timer ids diverged"'
+        f"TimerIdsDiverge: from the workflow task started at event {found.task}, this code "
+        f"numbers the run's timers differently from its history (replay sends "
+        f"{_shown(found.replayed)}, the history has {_shown(found.recorded)}): the next timer "
+        "it cancels will be refused (BadCancelTimerAttributes) and the workflow will stand "
+        f"still. Reset it: temporal workflow reset -w {history.workflow_id} --event-id "
+        f'{completed} --reason "timer ids diverged"'
     )
 
 
@@ -216,8 +245,8 @@ def _shown(steps: list[TimerStep]) -> str:
     return "[" + ", ".join(f"{kind} timer {seq}" for kind, seq in steps) + "]"
 
 
-async def timer_id_mismatches(history: WorkflowHistory) -> Mismatches:
-    """Replay the history on the subscription workflow and return its mismatches."""
+async def replayed_divergence(history: WorkflowHistory) -> TimerDivergence | None:
+    """Replay the history on the subscription workflow and compare its timers."""
     recorder = Recorder()
     replayer = Replayer(
         workflows=[SubscriptionWorkflow],
@@ -226,4 +255,4 @@ async def timer_id_mismatches(history: WorkflowHistory) -> Mismatches:
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
-    return mismatches(history, recorder.take())
+    return timer_divergence(history, recorder.take())
