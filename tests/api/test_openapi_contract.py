@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import mint
 from tests.api.helpers import Api
 
+CPYTHON_AST_RACE = "AST constructor recursion depth mismatch"
+
 
 class OnLoop:
     """An ASGI app that serves each request with `app` on `loop`.
@@ -137,4 +139,9 @@ async def test_every_answer_is_one_the_document_promises(api: Api) -> None:
     # email claim makes `email` optional, as the document says it is for such a token.
     token = mint("ops", api.settings, admin=True, email="ops@billing.test")
     found = await asyncio.to_thread(run_schemathesis, app, token)
+    if found and all(CPYTHON_AST_RACE in line for line in found):
+        # A CPython 3.11 interpreter bug: building ASTs in two threads at once can raise this
+        # SystemError inside schemathesis, which is not an answer of ours (seen once in CI, in
+        # the stateful phase). Run once more; a second failure of any kind fails the test.
+        found = await asyncio.to_thread(run_schemathesis, app, token)
     assert not found, "\n".join(found)
